@@ -1,0 +1,34 @@
+/**
+ * effect-tenancy: multi-tenancy as a type-checked part of an Effect program.
+ *
+ * The package root re-exports the modules that depend on `effect` alone.
+ * Backends and integrations (`TenantStore/Sql`, `TenantResolver`, ...) are
+ * imported by their subpath, so their optional peers are loaded only when used.
+ *
+ * @since 0.1.0
+ */
+
+/**
+ * @since 0.1.0
+ */
+export * as Tenant from "./Tenant.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as TenantContext from "./TenantContext.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as TenantError from "./TenantError.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as TenantRegistry from "./TenantRegistry.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as TenantStore from "./TenantStore.js"
