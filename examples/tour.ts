@@ -1,0 +1,123 @@
+/**
+ * The effect-tenancy tour (`npm start`). It runs on the embedded defaults (the
+ * in-memory tenant store), prints what happens at each step, and exits 0.
+ */
+import { Console, Deferred, Effect, Fiber, Logger, Option, Stream } from "effect"
+import * as TenantContext from "effect-tenancy/TenantContext"
+import { CurrentTenant, withTenant } from "effect-tenancy/TenantContext"
+import * as TenantRegistry from "effect-tenancy/TenantRegistry"
+import { pathToFileURL } from "node:url"
+
+const section = (title: string) => Console.log(`\n== ${title} ${"=".repeat(Math.max(0, 66 - title.length))}`)
+const line = (text: string) => Console.log(`   ${text}`)
+
+// Tenant code: its type says it needs a tenant (`CurrentTenant` in `R`).
+const whoAmI = Effect.map(TenantContext.currentId, Option.getOrElse(() => "(no tenant)"))
+const greet = Effect.map(CurrentTenant, (t) => `${t.name} [${t.id}, ${t.tier}]`)
+
+export const tour = Effect.gen(function*() {
+  const registry = yield* TenantRegistry.TenantRegistry
+  const events: Array<string> = []
+  yield* registry.events.pipe(
+    Stream.runForEach((event) =>
+      Effect.sync(() => events.push(`${event._tag}(${"tenant" in event ? event.tenant.id : event.tenantId})`))
+    ),
+    Effect.forkScoped
+  )
+  yield* Effect.sleep("10 millis")
+
+  yield* section("1. Register tenants")
+  const tenants = [
+    { id: "acme", name: "Acme Corporation", tier: "enterprise", metadata: { region: "eu-west-1", seats: 500 } },
+    { id: "globex", name: "Globex Inc", tier: "premium", metadata: { region: "us-east-1" } },
+    { id: "initech", name: "Initech", tier: "free" }
+  ]
+  for (const t of tenants) {
+    const tenant = yield* registry.register(t)
+    yield* line(`registered ${tenant.id.padEnd(8)} ${tenant.name.padEnd(18)} tier=${tenant.tier} v${tenant.version}`)
+  }
+  const invalid = yield* Effect.flip(registry.register({ id: "Robert'); DROP TABLE tenants;--", name: "Bobby" }))
+  yield* line(`a hostile id is refused: ${invalid._tag}: ${invalid.message}`)
+  const duplicate = yield* Effect.flip(registry.register({ id: "acme", name: "Acme again" }))
+  yield* line(`a duplicate is refused: ${duplicate._tag}`)
+
+  yield* section("2. Switch between tenants (nested)")
+  yield* line(`outside any tenant: ${yield* whoAmI}`)
+  yield* Effect.gen(function*() {
+    yield* line(`in acme:            ${yield* greet}`)
+    yield* Effect.gen(function*() {
+      yield* line(`  nested in globex: ${yield* greet}`)
+      const stats = yield* registry.stats
+      yield* line(`  active switches right now: ${stats.activeSwitches}`)
+    }).pipe(withTenant("globex"))
+    yield* line(`back in acme:       ${yield* greet}`)
+    const child = yield* Effect.fork(Effect.zipRight(Effect.sleep("5 millis"), whoAmI))
+    yield* line(`a forked fiber inherits the tenant: ${yield* Fiber.join(child)}`)
+  }).pipe(withTenant("acme"))
+  yield* line(`after the outermost switch: ${yield* whoAmI}`)
+
+  const failed = yield* Effect.flip(withTenant(Effect.fail("payment declined" as const), "initech"))
+  yield* line(`a failure inside initech comes out as itself ("${failed}"); the tenant is restored: ${yield* whoAmI}`)
+
+  yield* section("3. Many tenants at once")
+  const results = yield* Effect.forEach(
+    Array.from({ length: 300 }, (_, i) => tenants[i % 3].id),
+    (id) => Effect.zipRight(Effect.sleep(`${Math.floor(Math.random() * 5)} millis`), whoAmI).pipe(withTenant(id)),
+    { concurrency: "unbounded" }
+  )
+  const mismatches = results.filter((seen, i) => seen !== tenants[i % 3].id).length
+  yield* line(`300 concurrent requests across 3 tenants, each checked its own tenant: ${mismatches} mismatches`)
+
+  yield* section("4. Stats")
+  const stats = yield* registry.stats
+  yield* line(`total tenants:   ${stats.totalTenants}`)
+  yield* line(`active tenants:  ${stats.activeTenants}`)
+  yield* line(`total switches:  ${stats.totalSwitches}`)
+  yield* line(`active switches: ${stats.activeSwitches}`)
+
+  yield* section("5. Suspend a tenant")
+  const inside = yield* Deferred.make<void>()
+  const finish = yield* Deferred.make<void>()
+  const running = yield* Effect.fork(
+    Effect.gen(function*() {
+      yield* Deferred.succeed(inside, undefined)
+      yield* Deferred.await(finish)
+      return yield* greet
+    }).pipe(withTenant("globex"))
+  )
+  yield* Deferred.await(inside)
+  const suspended = yield* registry.suspend("globex")
+  yield* line(`globex is now ${suspended.status} (version ${suspended.version})`)
+  const refused = yield* Effect.flip(withTenant(greet, "globex"))
+  yield* line(`a new switch into globex is refused: ${refused._tag}: ${refused.message}`)
+  const inUse = yield* Effect.flip(registry.unregister("globex"))
+  yield* line(`unregister while a request is still inside is refused: ${inUse._tag}: ${inUse.message}`)
+  yield* Deferred.succeed(finish, undefined)
+  yield* line(`the request that was already inside finishes normally: ${yield* Fiber.join(running)}`)
+
+  yield* section("6. Cross-tenant work needs SystemAccess")
+  const report = yield* TenantContext.forEachTenant((t) => Effect.map(whoAmI, (id) => `${id}:${t.status}`)).pipe(
+    TenantContext.withSystemAccess("tour report")
+  )
+  yield* line(`a system job visits every tenant, suspended ones too: ${report.map(([, r]) => r).join(", ")}`)
+  yield* registry.activate("globex")
+  yield* line(`globex reactivated: ${yield* withTenant(greet, "globex")}`)
+  yield* registry.unregister("initech")
+  yield* line(`initech unregistered; tenants left: ${(yield* registry.stats).totalTenants}`)
+
+  yield* section("7. Events")
+  yield* Effect.sleep("10 millis")
+  yield* line(events.join(" -> "))
+  yield* Console.log("\nTour complete.")
+  return { mismatches, stats: yield* registry.stats, events }
+}).pipe(Effect.scoped, Effect.provide(TenantRegistry.layerMemory()), Effect.provide(Logger.pretty))
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
+  Effect.runPromise(tour).then(
+    () => process.exit(0),
+    (error) => {
+      console.error(error)
+      process.exit(1)
+    }
+  )
+}

@@ -1,0 +1,31 @@
+import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { type MockInstance, vi } from "vitest"
+import { program as quickstart } from "../examples/quickstart.js"
+import { tour } from "../examples/tour.js"
+
+// The examples print for people; keep the test output readable.
+let silenced: MockInstance | undefined
+beforeAll(() => {
+  silenced = vi.spyOn(globalThis.console, "log").mockImplementation(() => {})
+})
+afterAll(() => silenced?.mockRestore())
+
+describe("examples", () => {
+  it.live("quickstart runs", () =>
+    Effect.gen(function*() {
+      const [acme, globex, refused] = yield* quickstart
+      assert.strictEqual(acme, "Acme Corporation (acme) on the enterprise tier")
+      assert.strictEqual(globex, "Globex Inc (globex) on the free tier")
+      assert.strictEqual(refused, "TenantSuspended")
+    }))
+
+  it.live("the tour runs to the end", () =>
+    Effect.gen(function*() {
+      const result = yield* tour
+      assert.strictEqual(result.mismatches, 0)
+      assert.strictEqual(result.stats.totalTenants, 2)
+      assert.strictEqual(result.stats.activeSwitches, 0)
+      assert.include(result.events.join(" "), "TenantUnregistered(initech)")
+    }))
+})
