@@ -203,12 +203,15 @@ export class TenantRegistry extends Context.Tag("effect-tenancy/TenantRegistry")
   readonly transition: (id: string, status: TenantStatus) => Effect.Effect<Tenant, TransitionError>
   readonly activate: (id: string) => Effect.Effect<Tenant, TransitionError>
   readonly suspend: (id: string) => Effect.Effect<Tenant, TransitionError>
-  /** Removes a tenant; refused with `TenantInUse` while any fiber is inside it. */
+  /**
+   * Removes a tenant; refused with `TenantInUse` while any fiber is inside
+   * it. Entries whose lookup was in flight when it began are refused.
+   */
   readonly unregister: (
     id: string
   ) => Effect.Effect<void, InvalidTenantId | TenantNotFound | TenantInUse | TenantConflict | TenantStoreError>
   readonly stats: Effect.Effect<TenantStats, TenantStoreError>
-  /** How many scopes are inside this tenant now (including lookups in flight). */
+  /** How many scopes are inside this tenant now. */
   readonly inUse: (id: TenantId) => Effect.Effect<number>
   /** Events from the moment of subscription; each stream subscribes anew. */
   readonly events: Stream.Stream<TenantEvent>
@@ -280,6 +283,11 @@ export const make = (
     // the check in `unregister` and the reservation in `enter` cannot interleave.
     const inUse = new Map<TenantId, number>()
     const closing = new Set<TenantId>()
+    // Lookups run outside the bookkeeping; an unregister bumps the epoch and
+    // records it, so an entry whose lookup started earlier can tell that the
+    // tenant may be gone.
+    let unregisterEpoch = 0
+    const unregisteredAt = new Map<TenantId, number>()
     let totalSwitches = 0
     let activeSwitches = 0
     const reserve = (id: TenantId) => inUse.set(id, (inUse.get(id) ?? 0) + 1)
@@ -393,6 +401,9 @@ export const make = (
           }
           // From here until the delete ends, `enter` refuses this tenant.
           closing.add(id)
+          unregisterEpoch++
+          if (unregisteredAt.size >= 100_000) unregisteredAt.clear()
+          unregisteredAt.set(id, unregisterEpoch)
           return restore(store.delete({ id })).pipe(
             Effect.zipRight(publish(new TenantUnregistered({ tenantId: id }))),
             Effect.asVoid,
@@ -422,34 +433,32 @@ export const make = (
       if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
       const id = decoded.right
       const allowInactive = enterOptions?.allowInactive === true
-      return Effect.uninterruptibleMask((restore) => {
-        if (closing.has(id)) return Effect.fail(new TenantSuspended({ tenantId: id, status: "deleting" }))
-        // Reserve before the lookup, so `unregister` cannot slip in between.
-        reserve(id)
-        return Effect.flatMap(
-          Effect.exit(restore(store.get(id))),
-          (found): Effect.Effect<A, E | TenantLookupError, Exclude<R, internal.CurrentTenant>> => {
-            if (found._tag === "Failure") {
-              release(id)
-              return Effect.failCause(found.cause)
+      return Effect.suspend(() => {
+        const startedAt = unregisterEpoch
+        return Effect.flatMap(store.get(id), (found) =>
+          Effect.uninterruptibleMask(
+            (restore): Effect.Effect<A, E | TenantLookupError, Exclude<R, internal.CurrentTenant>> => {
+              const tenant = Option.getOrUndefined(found)
+              if (tenant === undefined) {
+                return Effect.fail(new TenantNotFound({ tenantId: id }))
+              }
+              // An unregister that began after this lookup started may have
+              // deleted the tenant while the lookup was in flight.
+              if (closing.has(id) || (startedAt !== unregisterEpoch && (unregisteredAt.get(id) ?? -1) > startedAt)) {
+                return Effect.fail(new TenantNotFound({ tenantId: id }))
+              }
+              if (tenant.status !== "active" && !(allowInactive && tenant.status !== "deleted")) {
+                return Effect.fail(new TenantSuspended({ tenantId: id, status: tenant.status }))
+              }
+              reserve(id)
+              totalSwitches++
+              activeSwitches++
+              return internal.switchTo(restore(self), tenant, () => {
+                activeSwitches--
+                release(id)
+              })
             }
-            const tenant = Option.getOrUndefined(found.value)
-            if (tenant === undefined) {
-              release(id)
-              return Effect.fail(new TenantNotFound({ tenantId: id }))
-            }
-            if (tenant.status !== "active" && !(allowInactive && tenant.status !== "deleted")) {
-              release(id)
-              return Effect.fail(new TenantSuspended({ tenantId: id, status: tenant.status }))
-            }
-            totalSwitches++
-            activeSwitches++
-            return internal.switchTo(restore(self), tenant, () => {
-              activeSwitches--
-              release(id)
-            })
-          }
-        )
+          ))
       })
     }
 

@@ -1,7 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, HashMap, Layer, Logger, Option, Random } from "effect"
 import * as TenantContext from "effect-tenancy/TenantContext"
+import { TenantNotFound } from "effect-tenancy/TenantError"
 import * as TenantRegistry from "effect-tenancy/TenantRegistry"
+import * as TenantStore from "effect-tenancy/TenantStore"
 
 const { CurrentTenant, withTenant } = TenantContext
 const { TenantRegistry: Registry } = TenantRegistry
@@ -249,6 +251,51 @@ describe("unregister", () => {
       assert.strictEqual((yield* Effect.flip(withTenant(Effect.void, "acme")))._tag, "TenantNotFound")
       assert.strictEqual((yield* Effect.flip(registry.unregister("acme")))._tag, "TenantNotFound")
     }).pipe(Effect.provide(withRegistry())))
+})
+
+describe("unregister during a lookup", () => {
+  // A store whose reads wait at a gate while `held` is set: it lets a test
+  // unregister a tenant while another fiber is between lookup and entry.
+  const gatedStore = (gate: Deferred.Deferred<void>, reached: Deferred.Deferred<void>, held: { on: boolean }) =>
+    Layer.effect(
+      TenantStore.TenantStore,
+      Effect.map(TenantStore.makeMemory, (store) => ({
+        ...store,
+        get: (id: Parameters<typeof store.get>[0]) =>
+          held.on
+            ? Effect.flatMap(
+              store.get(id),
+              (record) => Effect.as(Effect.zipRight(Deferred.succeed(reached, undefined), Deferred.await(gate)), record)
+            )
+            : store.get(id)
+      }))
+    )
+
+  it.effect("an entry whose lookup overlapped an unregister is refused", () =>
+    Effect.gen(function*() {
+      const gate = yield* Deferred.make<void>()
+      const reached = yield* Deferred.make<void>()
+      const held = { on: false }
+      const layer = TenantRegistry.layer().pipe(Layer.provide(gatedStore(gate, reached, held)))
+      yield* Effect.gen(function*() {
+        const registry = yield* Registry
+        yield* registry.register({ id: "acme", name: "Acme" })
+        held.on = true
+        let ran = false
+        const entering = yield* Effect.fork(withTenant(Effect.sync(() => (ran = true)), "acme"))
+        yield* Deferred.await(reached)
+        // The record is read before the unregister, but delivered after it:
+        // the store read waits at the gate while the unregister runs.
+        held.on = false
+        yield* registry.unregister("acme").pipe(Effect.zipLeft(Deferred.succeed(gate, undefined)))
+        const exit = yield* Fiber.await(entering)
+        assert.deepStrictEqual(exit, Exit.fail(new TenantNotFound({ tenantId: "acme" })))
+        assert.isFalse(ran)
+        const stats = yield* registry.stats
+        assert.strictEqual(stats.activeSwitches, 0)
+        assert.strictEqual(yield* registry.inUse("acme" as never), 0)
+      }).pipe(Effect.provide(layer))
+    }))
 })
 
 describe("isolation under concurrency", () => {
