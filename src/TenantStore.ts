@@ -15,6 +15,8 @@ import * as Either from "effect/Either"
 import * as Encoding from "effect/Encoding"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import type { HealthStatus } from "./Health.js"
+import * as Health from "./Health.js"
 import { decodeTenantId } from "./Tenant.js"
 import type { Tenant, TenantId, TenantStatus } from "./Tenant.js"
 import {
@@ -98,6 +100,8 @@ export class TenantStore extends Context.Tag("effect-tenancy/TenantStore")<Tenan
   readonly delete: (
     options: { readonly id: TenantId; readonly expectedVersion?: number | undefined }
   ) => Effect.Effect<void, TenantNotFound | TenantConflict | TenantStoreError>
+  /** Whether the store can serve requests now. Never fails. */
+  readonly health: Effect.Effect<HealthStatus>
 }>() {}
 
 /**
@@ -235,7 +239,8 @@ export const makeMemory: Effect.Effect<TenantStore["Type"]> = Effect.sync(() => 
         names.delete(id)
         names.delete(current.identifier)
         return Effect.void
-      })
+      }),
+    health: Health.probe("tenant-store:memory", Effect.void)
   })
 })
 

@@ -11,6 +11,11 @@
 /**
  * @since 0.1.0
  */
+export * as Health from "./Health.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as Tenant from "./Tenant.js"
 
 /**

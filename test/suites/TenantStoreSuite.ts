@@ -193,6 +193,14 @@ export const suite = <E>(name: string, layer: Layer.Layer<TenantStore, E>) =>
           assert.isAtLeast(total - activeCount, 15)
         }))
 
+      it.effect("reports its health", () =>
+        Effect.gen(function*() {
+          const store = yield* TenantStore
+          const health = yield* store.health
+          assert.strictEqual(health.status, "up", health.detail)
+          assert.isTrue(health.component.startsWith("tenant-store"))
+        }))
+
       it.effect("list refuses a malformed cursor and an out-of-range limit", () =>
         Effect.gen(function*() {
           const store = yield* TenantStore
