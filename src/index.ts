@@ -21,6 +21,11 @@ export * as Tenant from "./Tenant.js"
 /**
  * @since 0.1.0
  */
+export * as TenantApiKey from "./TenantApiKey.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as TenantContext from "./TenantContext.js"
 
 /**

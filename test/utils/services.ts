@@ -4,8 +4,9 @@
  */
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { SqlClient } from "@effect/sql/SqlClient"
-import { Effect, Layer, Redacted } from "effect"
+import { Context, Effect, Layer, Redacted, type Scope } from "effect"
 import { Redis, type RedisOptions } from "ioredis"
+import * as net from "node:net"
 
 export const databaseUrl = process.env.TENANCY_TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test"
 export const redisUrl = process.env.TENANCY_TEST_REDIS_URL ?? "redis://127.0.0.1:6379"
@@ -16,18 +17,75 @@ const withDatabase = (url: string, database: string) => {
   return u.toString()
 }
 
-/** A fresh, uniquely named database for the duration of a layer; dropped afterwards. */
-export const freshDatabase = (prefix: string): Layer.Layer<PgClient.PgClient | SqlClient, unknown> =>
-  Layer.unwrapScoped(Effect.gen(function*() {
+/** Creates a uniquely named database for the scope and returns its URL; drops it when the scope closes. */
+export const freshDatabaseUrl = (prefix: string): Effect.Effect<string, unknown, Scope.Scope> =>
+  Effect.gen(function*() {
     const name = `${prefix}_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`
     const admin = yield* Layer.build(PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: 1 }))
-    const sql = admin.unsafeMap.get(SqlClient.key) as SqlClient
+    const sql = Context.get(admin, SqlClient)
     yield* Effect.acquireRelease(
       sql.unsafe(`CREATE DATABASE "${name}"`),
       () => sql.unsafe(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`).pipe(Effect.orDie)
     )
-    return PgClient.layer({ url: Redacted.make(withDatabase(databaseUrl, name)), maxConnections: 10 })
-  }))
+    return withDatabase(databaseUrl, name)
+  })
+
+/** A fresh, uniquely named database for the duration of a layer; dropped afterwards. */
+export const freshDatabase = (prefix: string): Layer.Layer<PgClient.PgClient | SqlClient, unknown> =>
+  Layer.unwrapScoped(
+    Effect.map(freshDatabaseUrl(prefix), (url) => PgClient.layer({ url: Redacted.make(url), maxConnections: 10 }))
+  )
+
+/**
+ * A TCP proxy on a free local port to `target`, for outage tests: `cut`
+ * closes the listener and destroys every open connection, as a crashed or
+ * partitioned server would look to a client.
+ */
+export const tcpProxy = (target: { readonly host: string; readonly port: number }) =>
+  Effect.acquireRelease(
+    Effect.async<{ readonly port: number; readonly cut: Effect.Effect<void> }>((resume) => {
+      const sockets = new Set<net.Socket>()
+      const server = net.createServer((client) => {
+        const upstream = net.connect(target.port, target.host)
+        sockets.add(client)
+        sockets.add(upstream)
+        const drop = () => {
+          client.destroy()
+          upstream.destroy()
+          sockets.delete(client)
+          sockets.delete(upstream)
+        }
+        client.on("error", drop).on("close", drop)
+        upstream.on("error", drop).on("close", drop)
+        client.pipe(upstream).pipe(client)
+      })
+      const cut = Effect.sync(() => {
+        server.close()
+        for (const socket of sockets) socket.destroy()
+        sockets.clear()
+      })
+      server.listen(0, "127.0.0.1", () => {
+        resume(Effect.succeed({ port: (server.address() as net.AddressInfo).port, cut }))
+      })
+    }),
+    (proxy) => proxy.cut
+  )
+
+/** A local port with nothing listening on it. */
+export const closedPort: Effect.Effect<number> = Effect.async<number>((resume) => {
+  const server = net.createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const port = (server.address() as net.AddressInfo).port
+    server.close(() => resume(Effect.succeed(port)))
+  })
+})
+
+/** The same URL with another port. */
+export const withPort = (url: string, port: number): string => {
+  const u = new URL(url)
+  u.port = String(port)
+  return u.toString()
+}
 
 /** An ioredis client for a test, closed with the scope. */
 export const redisClient = (options: RedisOptions = {}) =>
