@@ -13,6 +13,7 @@ import type {
   TenantStoreError
 } from "effect-tenancy/TenantError"
 import * as TenantStore from "effect-tenancy/TenantStore"
+import * as RedisCache from "effect-tenancy/TenantStore/Redis"
 import * as SqlStore from "effect-tenancy/TenantStore/Sql"
 import type { Redis } from "ioredis"
 import { describe, expect, test } from "tstyche"
@@ -66,6 +67,16 @@ describe("layers", () => {
       >
     >()
     expect(SqlStore.layer).type.not.toBeCallableWith({ tablePrefix: 42 })
+  })
+
+  test("Redis cache: needs the primary store and a RedisClient, provides the store", () => {
+    expect(RedisCache.layer({ ttl: "1 minute" })).type.toBe<
+      Layer.Layer<TenantStore.TenantStore, never, TenantStore.TenantStore | RedisClient.RedisClient>
+    >()
+    expect(RedisCache.layerConfig({ ttl: Config.duration("TTL") })).type.toBe<
+      Layer.Layer<TenantStore.TenantStore, ConfigError.ConfigError, TenantStore.TenantStore | RedisClient.RedisClient>
+    >()
+    expect(RedisCache.layer).type.not.toBeCallableWith({ ttl: "soon" })
   })
 
   test("RedisClient wraps an existing client", () => {

@@ -2,6 +2,7 @@ import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { type MockInstance, vi } from "vitest"
 import { program as quickstart } from "../examples/quickstart.js"
+import { program as stores } from "../examples/stores.js"
 import { tour } from "../examples/tour.js"
 
 // The examples print for people; keep the test output readable.
@@ -18,6 +19,11 @@ describe("examples", () => {
       assert.strictEqual(acme, "Acme Corporation (acme) on the enterprise tier")
       assert.strictEqual(globex, "Globex Inc (globex) on the free tier")
       assert.strictEqual(refused, "TenantSuspended")
+    }))
+
+  it.live("stores: the registry on Postgres behind the Redis cache", () =>
+    Effect.gen(function*() {
+      assert.strictEqual(yield* stores, "TenantSuspended")
     }))
 
   it.live("the tour runs to the end", () =>
