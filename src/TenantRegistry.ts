@@ -217,13 +217,14 @@ export class TenantRegistry extends Context.Tag("effect-tenancy/TenantRegistry")
   readonly events: Stream.Stream<TenantEvent>
   readonly subscribe: Effect.Effect<Queue.Dequeue<TenantEvent>, never, Scope.Scope>
   /**
-   * Runs `self` inside the tenant `id`. Prefer `TenantContext.withTenant`;
-   * `allowInactive` (used by `TenantContext.asTenant`) also enters tenants
-   * that are not active, except deleted ones.
+   * Runs `self` inside the tenant `id` (or the tenant whose public identifier
+   * is `{ identifier }`). Prefer `TenantContext.withTenant`; `allowInactive`
+   * (used by `TenantContext.asTenant`) also enters tenants that are not
+   * active, except deleted ones.
    */
   readonly enter: <A, E, R>(
     self: Effect.Effect<A, E, R>,
-    id: string,
+    id: string | { readonly identifier: string },
     options?: { readonly allowInactive?: boolean | undefined }
   ) => Effect.Effect<A, E | TenantLookupError, Exclude<R, internal.CurrentTenant>>
 }>() {}
@@ -426,22 +427,24 @@ export const make = (
 
     const enter = <A, E, R>(
       self: Effect.Effect<A, E, R>,
-      input: string,
+      input: string | { readonly identifier: string },
       enterOptions?: { readonly allowInactive?: boolean | undefined }
     ): Effect.Effect<A, E | TenantLookupError, Exclude<R, internal.CurrentTenant>> => {
-      const decoded = decodeTenantId(input)
+      const byIdentifier = typeof input !== "string"
+      const decoded = decodeTenantId(byIdentifier ? input.identifier : input)
       if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
-      const id = decoded.right
+      const name = decoded.right
       const allowInactive = enterOptions?.allowInactive === true
       return Effect.suspend(() => {
         const startedAt = unregisterEpoch
-        return Effect.flatMap(store.get(id), (found) =>
+        return Effect.flatMap(byIdentifier ? store.getByIdentifier(name) : store.get(name), (found) =>
           Effect.uninterruptibleMask(
             (restore): Effect.Effect<A, E | TenantLookupError, Exclude<R, internal.CurrentTenant>> => {
               const tenant = Option.getOrUndefined(found)
               if (tenant === undefined) {
-                return Effect.fail(new TenantNotFound({ tenantId: id }))
+                return Effect.fail(new TenantNotFound({ tenantId: name }))
               }
+              const id = tenant.id
               // An unregister that began after this lookup started may have
               // deleted the tenant while the lookup was in flight.
               if (closing.has(id) || (startedAt !== unregisterEpoch && (unregisteredAt.get(id) ?? -1) > startedAt)) {
@@ -469,14 +472,19 @@ export const make = (
         Effect.map(
           store.list({ status: streamOptions.status, limit: streamOptions.pageSize, cursor }),
           (page) =>
-            [Chunk.unsafeFromArray(page.tenants), Option.map(page.cursor, (c): string | undefined => c)] as const
+            [
+              Chunk.unsafeFromArray(page.tenants),
+              Option.map(page.cursor, (c): string | undefined =>
+                c)
+            ] as const
         ))
 
     return TenantRegistry.of({
       register,
       get,
       getByIdentifier,
-      list: (listOptions = {}) => store.list(listOptions),
+      list: (listOptions = {}) =>
+        store.list(listOptions),
       stream,
       update,
       transition,

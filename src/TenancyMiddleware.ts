@@ -1,0 +1,302 @@
+/**
+ * The HTTP middleware that puts every request inside its tenant.
+ *
+ * For each request: skip paths run as they are; otherwise the resolver names
+ * the tenant, the registry looks it up and checks it (one lookup), and the
+ * handler runs inside the tenant (`CurrentTenant`, log annotation and span
+ * attribute `tenant.id`, counted in the registry's stats), with the tenant's
+ * own services when a `TenantLayer` is given. Refusals are answered here, as
+ * `application/problem+json`, without internal detail unless `debug` is on:
+ *
+ * | case | status |
+ * |---|---|
+ * | no tenant in the request | 400 (header, path, subdomain) or 401 (JWT, API key) |
+ * | a present but invalid credential | 401 |
+ * | a host outside the base domain | 400 |
+ * | an invalid or unknown tenant (one body for both) | 404 |
+ * | strategies naming different tenants | 403 |
+ * | a suspended (inactive) tenant | 403 |
+ * | the tenant store is down | 503 |
+ * | a defect | 500, with a correlation id that is in the logs with the cause |
+ *
+ * Errors of the handler itself pass through untouched.
+ *
+ * @since 0.1.0
+ */
+import type * as HttpApp from "@effect/platform/HttpApp"
+import * as HttpLayerRouter from "@effect/platform/HttpLayerRouter"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import type { HealthStatus } from "./Health.js"
+import type { CurrentTenant } from "./internal/tenantContext.js"
+import * as internal from "./internal/tenantContext.js"
+import type { TenantLookupError, TenantStoreError } from "./TenantError.js"
+import type { TenantLayer } from "./TenantLayer.js"
+import { TenantRegistry } from "./TenantRegistry.js"
+import type { TenantRef, TenantResolver } from "./TenantResolver.js"
+import { TenantResolutionError } from "./TenantResolver.js"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options<ROut = never, EL = never> {
+  /** Paths served without a tenant, matched by whole segments (default `/health`, `/metrics`, `/docs`). */
+  readonly skipPaths?: ReadonlyArray<string> | undefined
+  /** Put error details in problem responses (default `false`: never in production). */
+  readonly debug?: boolean | undefined
+  /** Per-tenant services provided to the handler. */
+  readonly layer?: TenantLayer<ROut, EL> | undefined
+}
+
+/**
+ * Metrics of the middleware.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const metrics = {
+  resolutions: Metric.counter("tenancy_http_resolutions_total", {
+    description: "Requests resolved to a tenant, by strategy and outcome",
+    incremental: true
+  }),
+  rejections: Metric.counter("tenancy_http_rejections_total", {
+    description: "Requests refused by the tenancy middleware, by reason",
+    incremental: true
+  })
+} as const
+
+const tagged = new Map<string, Metric.Metric.Counter<number>>()
+const count = (metric: Metric.Metric.Counter<number>, name: string, tags: Record<string, string>) => {
+  const key = `${name}|${Object.entries(tags).join(",")}`
+  let counter = tagged.get(key)
+  if (counter === undefined) {
+    counter = Object.entries(tags).reduce((m, [k, v]) => Metric.tagged(m, k, v), metric)
+    tagged.set(key, counter)
+  }
+  return Metric.increment(counter)
+}
+
+const problemType = (slug: string) => `urn:effect-tenancy:problem:${slug}`
+
+/**
+ * A problem+json response (RFC 9457).
+ *
+ * @since 0.1.0
+ * @category responses
+ */
+export const problem = (
+  status: number,
+  slug: string,
+  title: string,
+  extra?: Record<string, unknown>
+): HttpServerResponse.HttpServerResponse =>
+  HttpServerResponse.unsafeJson(
+    { type: problemType(slug), title, status, ...extra },
+    { status, contentType: "application/problem+json" }
+  )
+
+/**
+ * Whether `pathname` is `path` or below it, by whole segments: `/health`
+ * matches `/health` and `/health/live`, not `/healthcare`.
+ *
+ * @since 0.1.0
+ * @category paths
+ */
+export const matchesPath = (pathname: string, path: string): boolean =>
+  path === "/" || pathname === path || pathname.startsWith(path.endsWith("/") ? path : `${path}/`)
+
+const pathnameOf = (url: string) => {
+  const end = url.search(/[?#]/)
+  return end === -1 ? url : url.slice(0, end)
+}
+
+type Refusal = TenantResolutionError | TenantLookupError | { readonly _tag: "Mismatch" }
+
+const refusalResponse = (refusal: Refusal, debug: boolean, missingStatus: 400 | 401) => {
+  const detail = (d: string | undefined) => (debug && d !== undefined ? { detail: d } : {})
+  switch (refusal._tag) {
+    case "TenantResolutionError":
+      switch (refusal.reason) {
+        case "missing":
+          return problem(missingStatus, "tenant-required", "A tenant is required", detail(refusal.detail))
+        case "invalid-credential":
+          return problem(401, "invalid-credentials", "Invalid credentials", detail(refusal.detail))
+        case "invalid-host":
+          return problem(400, "invalid-host", "Unknown host", detail(refusal.detail))
+        case "mismatch":
+          return problem(403, "tenant-mismatch", "The request names more than one tenant", detail(refusal.detail))
+      }
+      break
+    case "Mismatch":
+      return problem(403, "tenant-mismatch", "The request names more than one tenant")
+    // Invalid and unknown get the same answer, so the API cannot be used to enumerate tenants.
+    case "InvalidTenantId":
+    case "TenantNotFound":
+      return problem(404, "tenant-not-found", "Tenant not found", detail(refusal.message))
+    case "TenantSuspended":
+      return problem(403, "tenant-inactive", "Tenant is not active", detail(refusal.message))
+    case "TenantStoreError":
+      return problem(503, "tenant-store-unavailable", "Service unavailable", detail(refusal.message))
+  }
+}
+
+const reasonOf = (refusal: Refusal): string =>
+  refusal._tag === "TenantResolutionError" ? refusal.reason : refusal._tag === "Mismatch" ? "mismatch" : refusal._tag
+
+const newCorrelationId = () => {
+  const bytes = crypto.getRandomValues(new Uint8Array(8))
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")
+}
+
+// The handler's own failures travel in a box through `enter`, so that they are
+// never mistaken for the lookup's failures (a handler may fail with TenantNotFound too).
+class HandlerFailure<E> {
+  constructor(readonly error: E) {}
+}
+
+/**
+ * Wraps an app so that it runs inside the tenant of each request.
+ *
+ * @since 0.1.0
+ * @category middleware
+ */
+export const make = <RR, ROut = never, EL = never>(
+  resolver: TenantResolver<RR>,
+  options: Options<ROut, EL> = {}
+) =>
+<E, R>(
+  app: HttpApp.Default<E, R>
+): HttpApp.Default<
+  E | EL,
+  Exclude<Exclude<R, ROut>, CurrentTenant> | RR | TenantRegistry | HttpServerRequest.HttpServerRequest
+> => {
+  const skipPaths = options.skipPaths ?? ["/health", "/metrics", "/docs"]
+  const debug = options.debug === true
+  const missingStatus = resolver.authenticating ? 401 : 400
+  const inner: Effect.Effect<HttpServerResponse.HttpServerResponse, E | EL, any> = options.layer === undefined
+    ? app
+    : options.layer.provide(app)
+
+  const refuse = (refusal: Refusal) =>
+    Effect.as(
+      count(metrics.rejections, "rejections", { reason: reasonOf(refusal) }),
+      refusalResponse(refusal, debug, missingStatus)
+    )
+
+  const run = (
+    registry: TenantRegistry["Type"],
+    ref: TenantRef,
+    mustAgree: ReadonlyArray<TenantRef>,
+    request: HttpServerRequest.HttpServerRequest
+  ) => {
+    const handler = Effect.gen(function*() {
+      const tenant = yield* internal.CurrentTenant
+      for (const other of mustAgree) {
+        const agrees = other.by === "id" ? other.value === tenant.id : other.value === tenant.identifier
+        if (!agrees) return Either.left({ _tag: "Mismatch" } as const)
+      }
+      yield* Effect.annotateCurrentSpan({ "tenant.id": tenant.id, "tenant.tier": tenant.tier })
+      const exit = yield* Effect.either(
+        Effect.provideService(inner, HttpServerRequest.HttpServerRequest, ref.request ?? request)
+      )
+      return Either.right(exit)
+    })
+    return registry.enter(handler, ref.by === "id" ? ref.value : { identifier: ref.value }).pipe(
+      Effect.tap(() => count(metrics.resolutions, "resolutions", { strategy: ref.strategy, outcome: "resolved" })),
+      Effect.flatMap((result) =>
+        Either.isLeft(result)
+          ? refuse(result.left)
+          : Either.isLeft(result.right)
+          ? Effect.fail(new HandlerFailure(result.right.left))
+          : Effect.succeed(result.right.right)
+      )
+    )
+  }
+
+  const handle = Effect.gen(function*() {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const pathname = pathnameOf(request.url)
+    if (skipPaths.some((p) => matchesPath(pathname, p))) {
+      return yield* Effect.mapError(inner, (e) => new HandlerFailure(e))
+    }
+    const registry = yield* TenantRegistry
+    const resolution = yield* resolver.resolve(request)
+    if (Option.isNone(resolution)) {
+      return yield* refuse(
+        new TenantResolutionError({ reason: "missing", strategy: resolver.strategies.join(","), status: missingStatus })
+      )
+    }
+    const { mustAgree, ref } = resolution.value
+    return yield* run(registry, ref, mustAgree, request)
+  })
+
+  return handle.pipe(
+    Effect.catchIf(
+      (e): e is TenantResolutionError | TenantLookupError | TenantStoreError => !(e instanceof HandlerFailure),
+      (e) => refuse(e as Refusal)
+    ),
+    Effect.catchAllDefect((defect) => {
+      const correlationId = newCorrelationId()
+      return Effect.logError("Unhandled defect in a tenant request", defect).pipe(
+        Effect.annotateLogs("correlation.id", correlationId),
+        Effect.as(
+          problem(500, "internal-error", "Internal server error", {
+            correlationId,
+            ...(debug ? { detail: String(defect) } : {})
+          })
+        )
+      )
+    }),
+    Effect.catchIf(
+      (e): e is HandlerFailure<E | EL> => e instanceof HandlerFailure,
+      (e) => Effect.fail(e.error)
+    )
+  ) as any
+}
+
+/**
+ * The middleware for `HttpLayerRouter`: routes it is provided to run inside
+ * the request's tenant, and their handlers' types may require `CurrentTenant`.
+ *
+ * @since 0.1.0
+ * @category middleware
+ */
+export const layerRouter = <RR, ROut = never, EL = never>(
+  resolver: TenantResolver<RR>,
+  options: Options<ROut, EL> = {}
+) =>
+  HttpLayerRouter.middleware<{ provides: CurrentTenant }>()(
+    Effect.map(Effect.context<RR | TenantRegistry>(), (context) => (httpEffect: any) =>
+      Effect.provide(make(resolver, options)(httpEffect), context) as any)
+  )
+
+/**
+ * An app that reports the health of components: 200 when every one is up,
+ * 503 otherwise, with a JSON body listing each.
+ *
+ * @since 0.1.0
+ * @category health
+ */
+export const healthApp = (
+  checks: ReadonlyArray<Effect.Effect<HealthStatus>>
+): Effect.Effect<HttpServerResponse.HttpServerResponse> =>
+  Effect.map(Effect.all(checks, { concurrency: "unbounded" }), (statuses) => {
+    const up = statuses.every((s) => s.status === "up")
+    return HttpServerResponse.unsafeJson(
+      {
+        status: up ? "up" : "down",
+        components: statuses.map((s) => ({
+          component: s.component,
+          status: s.status,
+          latencyMs: Math.round(s.latencyMs * 100) / 100,
+          ...(s.detail === undefined ? {} : { detail: s.detail })
+        }))
+      },
+      { status: up ? 200 : 503 }
+    )
+  })

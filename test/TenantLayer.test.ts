@@ -1,0 +1,109 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Context, Effect, Layer, TestClock } from "effect"
+import { CurrentTenant, withTenant } from "effect-tenancy/TenantContext"
+import * as TenantLayer from "effect-tenancy/TenantLayer"
+import * as TenantRegistry from "effect-tenancy/TenantRegistry"
+
+class Backend extends Context.Tag("test/Backend")<Backend, { readonly key: string; readonly serial: number }>() {}
+
+const tenants = [["acme", "enterprise"], ["globex", "premium"], ["initech", "free"], ["hooli", "free"]] as const
+
+const registry = Layer.effectDiscard(
+  Effect.flatMap(
+    TenantRegistry.TenantRegistry,
+    (r) => Effect.forEach(tenants, ([id, tier]) => r.register({ id, name: id, tier }), { discard: true })
+  )
+).pipe(Layer.provideMerge(TenantRegistry.layerMemory()))
+
+const makeBackends = (options: Partial<TenantLayer.Options<Backend, never, never>> = {}) => {
+  let serial = 0
+  const released: Array<string> = []
+  return Effect.map(
+    TenantLayer.make<Backend>({
+      layer: (key) =>
+        Layer.scoped(
+          Backend,
+          Effect.acquireRelease(
+            Effect.sync(() => ({ key, serial: ++serial })),
+            () => Effect.sync(() => released.push(key))
+          )
+        ),
+      ...options
+    }),
+    (layer) => ({ layer, released })
+  )
+}
+
+const useBackend = Effect.map(Backend, (b) => b)
+
+describe("TenantLayer", () => {
+  it.layer(registry)((it) => {
+    it.scoped("concurrent first uses of a key build it once", () =>
+      Effect.gen(function*() {
+        const { layer } = yield* makeBackends({ key: (t) => t.tier })
+        const seen = yield* Effect.forEach(
+          Array.from({ length: 200 }, (_, i) => tenants[i % 4][0]),
+          (id) => withTenant(layer.provide(Effect.zipRight(Effect.yieldNow(), useBackend)), id),
+          { concurrency: "unbounded" }
+        )
+        const stats = yield* layer.stats
+        assert.strictEqual(stats.builds, 3)
+        assert.deepStrictEqual([...stats.keys].sort(), ["enterprise", "free", "premium"])
+        const byKey = new Map(seen.map((b) => [b.key, b.serial]))
+        assert.isTrue(seen.every((b) => byKey.get(b.key) === b.serial), "every user of a key shares one instance")
+      }))
+
+    it.scoped("by default services are per tenant; the current tenant is required", () =>
+      Effect.gen(function*() {
+        const { layer } = yield* makeBackends()
+        const program = layer.provide(Effect.zip(useBackend, CurrentTenant))
+        const [backend, tenant] = yield* withTenant(program, "globex")
+        assert.strictEqual(backend.key, "globex")
+        assert.strictEqual(tenant.id, "globex")
+      }))
+
+    it.scoped("unused services are released after the idle time-to-live", () =>
+      Effect.gen(function*() {
+        const { layer, released } = yield* makeBackends({ idleTimeToLive: "30 seconds" })
+        yield* withTenant(layer.provide(useBackend), "acme")
+        yield* TestClock.adjust("20 seconds")
+        assert.deepStrictEqual(released, [])
+        yield* withTenant(layer.provide(useBackend), "acme") // used again: the idle clock restarts
+        yield* TestClock.adjust("20 seconds")
+        assert.deepStrictEqual(released, [])
+        yield* TestClock.adjust("15 seconds")
+        assert.deepStrictEqual(released, ["acme"])
+        assert.strictEqual((yield* layer.stats).builds, 1)
+      }))
+
+    it.scoped("at the bound, the least recently used key is dropped", () =>
+      Effect.gen(function*() {
+        const { layer, released } = yield* makeBackends({ capacity: 2, idleTimeToLive: "1 hour" })
+        yield* withTenant(layer.provide(useBackend), "acme")
+        yield* withTenant(layer.provide(useBackend), "globex")
+        yield* withTenant(layer.provide(useBackend), "acme")
+        yield* withTenant(layer.provide(useBackend), "initech")
+        assert.deepStrictEqual(released, ["globex"])
+        assert.deepStrictEqual([...(yield* layer.stats).keys].sort(), ["acme", "initech"])
+      }))
+
+    it.scoped("a key in use is never released under a running effect", () =>
+      Effect.gen(function*() {
+        const { layer, released } = yield* makeBackends({ capacity: 1, idleTimeToLive: "1 hour" })
+        const result = yield* withTenant(
+          layer.provide(
+            Effect.gen(function*() {
+              const mine = yield* Backend
+              // Another tenant takes the only slot while this effect still runs.
+              yield* withTenant(layer.provide(useBackend), "globex")
+              assert.deepStrictEqual(released, [], "acme is still in use")
+              return mine.key
+            })
+          ),
+          "acme"
+        )
+        assert.strictEqual(result, "acme")
+        assert.deepStrictEqual(released, ["acme"], "released once its user finished")
+      }))
+  })
+})
