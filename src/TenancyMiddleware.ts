@@ -23,14 +23,18 @@
  *
  * @since 0.1.0
  */
+import * as HttpApiError from "@effect/platform/HttpApiError"
+import * as HttpApiMiddleware from "@effect/platform/HttpApiMiddleware"
 import type * as HttpApp from "@effect/platform/HttpApp"
 import * as HttpLayerRouter from "@effect/platform/HttpLayerRouter"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
 import type { HealthStatus } from "./Health.js"
 import type { CurrentTenant } from "./internal/tenantContext.js"
 import * as internal from "./internal/tenantContext.js"
@@ -271,8 +275,119 @@ export const layerRouter = <RR, ROut = never, EL = never>(
   options: Options<ROut, EL> = {}
 ) =>
   HttpLayerRouter.middleware<{ provides: CurrentTenant }>()(
-    Effect.map(Effect.context<RR | TenantRegistry>(), (context) => (httpEffect: any) =>
-      Effect.provide(make(resolver, options)(httpEffect), context) as any)
+    Effect.map(
+      Effect.context<RR | TenantRegistry>(),
+      (context) =>
+      <E>(
+        effect: Effect.Effect<HttpServerResponse.HttpServerResponse, E, CurrentTenant>
+      ): Effect.Effect<HttpServerResponse.HttpServerResponse, E | EL, HttpServerRequest.HttpServerRequest> =>
+        Effect.provide(make(resolver, options)(effect), context)
+    )
+  )
+
+/**
+ * The middleware for `HttpApi`: endpoints and groups it is added to receive
+ * `CurrentTenant`, so their handlers' types may require it. Refusals use the
+ * platform's empty errors (`BadRequest`, `Unauthorized`, `Forbidden`,
+ * `NotFound`, `ServiceUnavailable`), with the same statuses as the plain
+ * middleware and no detail.
+ *
+ * An `HttpApi` middleware provides a service but does not wrap the handler,
+ * so here the tenant is checked and counted as entered when the request
+ * starts (not while the handler runs), and handler logs carry `tenant.id`
+ * only if the plain middleware also wraps the app. The path strategy cannot
+ * rewrite the URL of an already-routed request: use header, subdomain, JWT
+ * or API key with `HttpApi`.
+ *
+ * @since 0.1.0
+ * @category middleware
+ */
+export class TenancyApiMiddleware extends HttpApiMiddleware.Tag<TenancyApiMiddleware>()(
+  "effect-tenancy/TenancyApiMiddleware",
+  {
+    provides: internal.CurrentTenant,
+    failure: Schema.Union(
+      HttpApiError.BadRequest,
+      HttpApiError.Unauthorized,
+      HttpApiError.Forbidden,
+      HttpApiError.NotFound,
+      HttpApiError.ServiceUnavailable
+    )
+  }
+) {}
+
+const toApiError = (refusal: Refusal, missingStatus: 400 | 401) => {
+  switch (refusal._tag) {
+    case "TenantResolutionError":
+      switch (refusal.reason) {
+        case "missing":
+          return missingStatus === 401 ? new HttpApiError.Unauthorized() : new HttpApiError.BadRequest()
+        case "invalid-credential":
+          return new HttpApiError.Unauthorized()
+        case "invalid-host":
+          return new HttpApiError.BadRequest()
+        case "mismatch":
+          return new HttpApiError.Forbidden()
+      }
+      break
+    case "Mismatch":
+    case "TenantSuspended":
+      return new HttpApiError.Forbidden()
+    case "InvalidTenantId":
+    case "TenantNotFound":
+      return new HttpApiError.NotFound()
+    case "TenantStoreError":
+      return new HttpApiError.ServiceUnavailable()
+  }
+}
+
+/**
+ * Implements `TenancyApiMiddleware` with a resolver.
+ *
+ * @since 0.1.0
+ * @category middleware
+ */
+export const layerHttpApi = <RR>(
+  resolver: TenantResolver<RR>
+): Layer.Layer<TenancyApiMiddleware, never, RR | TenantRegistry> =>
+  Layer.effect(
+    TenancyApiMiddleware,
+    Effect.gen(function*() {
+      const registry = yield* TenantRegistry
+      const context = yield* Effect.context<RR>()
+      const missingStatus = resolver.authenticating ? 401 : 400
+      return Effect.gen(function*() {
+        const request = yield* HttpServerRequest.HttpServerRequest
+        const resolution = yield* resolver.resolve(request)
+        if (Option.isNone(resolution)) {
+          return yield* new TenantResolutionError({
+            reason: "missing",
+            strategy: resolver.strategies.join(","),
+            status: missingStatus
+          })
+        }
+        const { mustAgree, ref } = resolution.value
+        const tenant = yield* registry.enter(
+          internal.CurrentTenant,
+          ref.by === "id" ? ref.value : { identifier: ref.value }
+        )
+        for (const other of mustAgree) {
+          const agrees = other.by === "id" ? other.value === tenant.id : other.value === tenant.identifier
+          if (!agrees) return yield* Effect.fail({ _tag: "Mismatch" } as const)
+        }
+        yield* Effect.annotateCurrentSpan({ "tenant.id": tenant.id, "tenant.tier": tenant.tier })
+        yield* count(metrics.resolutions, "resolutions", { strategy: ref.strategy, outcome: "resolved" })
+        return tenant
+      }).pipe(
+        Effect.provide(context),
+        Effect.catchAll((refusal: Refusal) =>
+          Effect.zipRight(
+            count(metrics.rejections, "rejections", { reason: reasonOf(refusal) }),
+            Effect.fail(toApiError(refusal, missingStatus))
+          )
+        )
+      )
+    })
   )
 
 /**
