@@ -7,6 +7,7 @@ import * as TenantContext from "effect-tenancy/TenantContext"
 import { CurrentTenant, withTenant } from "effect-tenancy/TenantContext"
 import * as TenantRegistry from "effect-tenancy/TenantRegistry"
 import { pathToFileURL } from "node:url"
+import * as HttpServerExample from "./http-server.js"
 
 const section = (title: string) => Console.log(`\n== ${title} ${"=".repeat(Math.max(0, 66 - title.length))}`)
 const line = (text: string) => Console.log(`   ${text}`)
@@ -108,8 +109,16 @@ export const tour = Effect.gen(function*() {
   yield* section("7. Events")
   yield* Effect.sleep("10 millis")
   yield* line(events.join(" -> "))
+
+  yield* section("8. HTTP: the example SaaS API (examples/http-server.ts)")
+  yield* line("started on a free port; each request is resolved by JWT or X-Tenant-ID, checked, and served:")
+  const http = yield* HttpServerExample.demo
+  for (const { body, label, status } of http) {
+    yield* line(`${label.padEnd(26)} -> ${status} ${body.length > 110 ? `${body.slice(0, 110)}…` : body}`)
+  }
+  yield* line("server stopped")
   yield* Console.log("\nTour complete.")
-  return { mismatches, stats: yield* registry.stats, events }
+  return { mismatches, stats: yield* registry.stats, events, http }
 }).pipe(Effect.scoped, Effect.provide(TenantRegistry.layerMemory()), Effect.provide(Logger.pretty))
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {

@@ -226,7 +226,11 @@ export const make = <RR, ROut = never, EL = never>(
     const request = yield* HttpServerRequest.HttpServerRequest
     const pathname = pathnameOf(request.url)
     if (skipPaths.some((p) => matchesPath(pathname, p))) {
-      return yield* Effect.mapError(inner, (e) => new HandlerFailure(e))
+      // No tenant here, so no per-tenant services either.
+      return yield* Effect.mapError(
+        app as Effect.Effect<HttpServerResponse.HttpServerResponse, E, any>,
+        (e) => new HandlerFailure(e)
+      )
     }
     const registry = yield* TenantRegistry
     const resolution = yield* resolver.resolve(request)

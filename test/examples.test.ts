@@ -33,5 +33,6 @@ describe("examples", () => {
       assert.strictEqual(result.stats.totalTenants, 2)
       assert.strictEqual(result.stats.activeSwitches, 0)
       assert.include(result.events.join(" "), "TenantUnregistered(initech)")
+      assert.deepStrictEqual(result.http.map((r) => r.status), [200, 200, 200, 403, 404, 401, 403, 401, 200])
     }))
 })
