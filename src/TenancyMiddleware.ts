@@ -29,16 +29,20 @@ import type * as HttpApp from "@effect/platform/HttpApp"
 import * as HttpLayerRouter from "@effect/platform/HttpLayerRouter"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
+import * as MetricKey from "effect/MetricKey"
+import * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
+import * as Tracer from "effect/Tracer"
 import type { HealthStatus } from "./Health.js"
 import type { CurrentTenant } from "./internal/tenantContext.js"
 import * as internal from "./internal/tenantContext.js"
-import type { TenantLookupError, TenantStoreError } from "./TenantError.js"
+import type { Tenant } from "./Tenant.js"
+import type { TenantLookupError } from "./TenantError.js"
 import type { TenantLayer } from "./TenantLayer.js"
 import { TenantRegistry } from "./TenantRegistry.js"
 import type { TenantRef, TenantResolver } from "./TenantResolver.js"
@@ -74,16 +78,42 @@ export const metrics = {
   })
 } as const
 
-const tagged = new Map<string, Metric.Metric.Counter<number>>()
-const count = (metric: Metric.Metric.Counter<number>, name: string, tags: Record<string, string>) => {
-  const key = `${name}|${Object.entries(tags).join(",")}`
-  let counter = tagged.get(key)
-  if (counter === undefined) {
-    counter = Object.entries(tags).reduce((m, [k, v]) => Metric.tagged(m, k, v), metric)
-    tagged.set(key, counter)
+// `Metric.tagged` builds a new label array on every update, which defeats
+// Effect's hook cache (a new MetricKey per increment). Build each tagged
+// counter once from a tagged key instead: its hook is then looked up once.
+const counters = new Map<string, Metric.Metric.Counter<number>>()
+const counter = (name: "resolutions" | "rejections", tag: string, value: string) => {
+  const cacheKey = `${name}|${tag}|${value}`
+  let found = counters.get(cacheKey)
+  if (found === undefined) {
+    const base = name === "resolutions" ? resolutionsKey : rejectionsKey
+    const labels = name === "resolutions"
+      ? [MetricLabel.make(tag, value), MetricLabel.make("outcome", "resolved")]
+      : [MetricLabel.make(tag, value)]
+    found = Metric.fromMetricKey(MetricKey.taggedWithLabels(base, labels))
+    counters.set(cacheKey, found)
   }
-  return Metric.increment(counter)
+  return found
 }
+
+const resolutionsKey = MetricKey.counter("tenancy_http_resolutions_total", {
+  description: "Requests resolved to a tenant, by strategy and outcome",
+  incremental: true
+})
+const rejectionsKey = MetricKey.counter("tenancy_http_rejections_total", {
+  description: "Requests refused by the tenancy middleware, by reason",
+  incremental: true
+})
+
+// `Effect.annotateCurrentSpan` builds an error (with a stack trace) when there
+// is no span; reading the parent span as an Option does not.
+const annotateRequestSpan = (tenant: Tenant) =>
+  Effect.map(Effect.serviceOption(Tracer.ParentSpan), (span) => {
+    if (Option.isSome(span) && span.value._tag === "Span") {
+      span.value.attribute("tenant.id", tenant.id)
+      span.value.attribute("tenant.tier", tenant.tier)
+    }
+  })
 
 const problemType = (slug: string) => `urn:effect-tenancy:problem:${slug}`
 
@@ -187,67 +217,71 @@ export const make = <RR, ROut = never, EL = never>(
     : options.layer.provide(app)
 
   const refuse = (refusal: Refusal) =>
-    Effect.as(
-      count(metrics.rejections, "rejections", { reason: reasonOf(refusal) }),
-      refusalResponse(refusal, debug, missingStatus)
-    )
-
-  const run = (
-    registry: TenantRegistry["Type"],
-    ref: TenantRef,
-    mustAgree: ReadonlyArray<TenantRef>,
-    request: HttpServerRequest.HttpServerRequest
-  ) => {
-    const handler = Effect.gen(function*() {
-      const tenant = yield* internal.CurrentTenant
-      for (const other of mustAgree) {
-        const agrees = other.by === "id" ? other.value === tenant.id : other.value === tenant.identifier
-        if (!agrees) return Either.left({ _tag: "Mismatch" } as const)
-      }
-      yield* Effect.annotateCurrentSpan({ "tenant.id": tenant.id, "tenant.tier": tenant.tier })
-      const exit = yield* Effect.either(
-        Effect.provideService(inner, HttpServerRequest.HttpServerRequest, ref.request ?? request)
-      )
-      return Either.right(exit)
+    Effect.sync(() => {
+      counter("rejections", "reason", reasonOf(refusal)).unsafeUpdate(1, [])
+      return refusalResponse(refusal, debug, missingStatus)
     })
-    return registry.enter(handler, ref.by === "id" ? ref.value : { identifier: ref.value }).pipe(
-      Effect.tap(() => count(metrics.resolutions, "resolutions", { strategy: ref.strategy, outcome: "resolved" })),
-      Effect.flatMap((result) =>
-        Either.isLeft(result)
-          ? refuse(result.left)
-          : Either.isLeft(result.right)
-          ? Effect.fail(new HandlerFailure(result.right.left))
-          : Effect.succeed(result.right.right)
-      )
-    )
-  }
 
-  const handle = Effect.gen(function*() {
-    const request = yield* HttpServerRequest.HttpServerRequest
-    const pathname = pathnameOf(request.url)
-    if (skipPaths.some((p) => matchesPath(pathname, p))) {
-      // No tenant here, so no per-tenant services either.
-      return yield* Effect.mapError(
-        app as Effect.Effect<HttpServerResponse.HttpServerResponse, E, any>,
-        (e) => new HandlerFailure(e)
-      )
+  // The handler's failures are boxed, so that they are never mistaken for the
+  // lookup's (a handler may fail with TenantNotFound too).
+  const boxed = Effect.mapError(inner, (e) => new HandlerFailure(e))
+  const mismatch = Effect.fail({ _tag: "Mismatch" } as const)
+
+  // Runs inside the tenant: checks agreement, attributes the span, serves.
+  const serveInside = (ref: TenantRef, mustAgree: ReadonlyArray<TenantRef>) =>
+    Effect.contextWithEffect((
+      context: Context.Context<CurrentTenant>
+    ): Effect.Effect<
+      HttpServerResponse.HttpServerResponse,
+      HandlerFailure<E | EL> | { readonly _tag: "Mismatch" },
+      any
+    > => {
+      const tenant = Context.unsafeGet(context, internal.CurrentTenant)
+      for (const other of mustAgree) {
+        if (other.by === "id" ? other.value !== tenant.id : other.value !== tenant.identifier) return mismatch
+      }
+      const span = Context.getOption(context as Context.Context<never>, Tracer.ParentSpan)
+      if (Option.isSome(span) && span.value._tag === "Span") {
+        span.value.attribute("tenant.id", tenant.id)
+        span.value.attribute("tenant.tier", tenant.tier)
+      }
+      counter("resolutions", "strategy", ref.strategy).unsafeUpdate(1, [])
+      // Only the path strategy rewrites the request; otherwise spare the context change.
+      return ref.request === undefined
+        ? boxed
+        : Effect.provideService(boxed, HttpServerRequest.HttpServerRequest, ref.request)
+    })
+
+  const handle = Effect.contextWithEffect(
+    (context: Context.Context<HttpServerRequest.HttpServerRequest | TenantRegistry>) => {
+      const request = Context.unsafeGet(context, HttpServerRequest.HttpServerRequest)
+      const pathname = pathnameOf(request.url)
+      if (skipPaths.some((p) => matchesPath(pathname, p))) {
+        // No tenant here, so no per-tenant services either.
+        return Effect.mapError(
+          app as Effect.Effect<HttpServerResponse.HttpServerResponse, E, any>,
+          (e) => new HandlerFailure(e)
+        )
+      }
+      const registry = Context.unsafeGet(context, TenantRegistry)
+      return Effect.flatMap(resolver.resolve(request), (resolution) => {
+        if (Option.isNone(resolution)) {
+          return refuse(
+            new TenantResolutionError({
+              reason: "missing",
+              strategy: resolver.strategies.join(","),
+              status: missingStatus
+            })
+          )
+        }
+        const { mustAgree, ref } = resolution.value
+        return registry.enter(serveInside(ref, mustAgree), ref.by === "id" ? ref.value : { identifier: ref.value })
+      })
     }
-    const registry = yield* TenantRegistry
-    const resolution = yield* resolver.resolve(request)
-    if (Option.isNone(resolution)) {
-      return yield* refuse(
-        new TenantResolutionError({ reason: "missing", strategy: resolver.strategies.join(","), status: missingStatus })
-      )
-    }
-    const { mustAgree, ref } = resolution.value
-    return yield* run(registry, ref, mustAgree, request)
-  })
+  )
 
   return handle.pipe(
-    Effect.catchIf(
-      (e): e is TenantResolutionError | TenantLookupError | TenantStoreError => !(e instanceof HandlerFailure),
-      (e) => refuse(e as Refusal)
-    ),
+    Effect.catchAll((e) => e instanceof HandlerFailure ? Effect.fail(e.error as E | EL) : refuse(e as Refusal)),
     Effect.catchAllDefect((defect) => {
       const correlationId = newCorrelationId()
       return Effect.logError("Unhandled defect in a tenant request", defect).pipe(
@@ -259,11 +293,7 @@ export const make = <RR, ROut = never, EL = never>(
           })
         )
       )
-    }),
-    Effect.catchIf(
-      (e): e is HandlerFailure<E | EL> => e instanceof HandlerFailure,
-      (e) => Effect.fail(e.error)
-    )
+    })
   ) as any
 }
 
@@ -379,16 +409,16 @@ export const layerHttpApi = <RR>(
           const agrees = other.by === "id" ? other.value === tenant.id : other.value === tenant.identifier
           if (!agrees) return yield* Effect.fail({ _tag: "Mismatch" } as const)
         }
-        yield* Effect.annotateCurrentSpan({ "tenant.id": tenant.id, "tenant.tier": tenant.tier })
-        yield* count(metrics.resolutions, "resolutions", { strategy: ref.strategy, outcome: "resolved" })
+        yield* annotateRequestSpan(tenant)
+        counter("resolutions", "strategy", ref.strategy).unsafeUpdate(1, [])
         return tenant
       }).pipe(
         Effect.provide(context),
         Effect.catchAll((refusal: Refusal) =>
-          Effect.zipRight(
-            count(metrics.rejections, "rejections", { reason: reasonOf(refusal) }),
-            Effect.fail(toApiError(refusal, missingStatus))
-          )
+          Effect.suspend(() => {
+            counter("rejections", "reason", reasonOf(refusal)).unsafeUpdate(1, [])
+            return Effect.fail(toApiError(refusal, missingStatus))
+          })
         )
       )
     })
