@@ -41,11 +41,14 @@ import * as Tracer from "effect/Tracer"
 import type { HealthStatus } from "./Health.js"
 import type { CurrentTenant } from "./internal/tenantContext.js"
 import * as internal from "./internal/tenantContext.js"
+import { TenancyConfig } from "./TenancyConfig.js"
 import type { Tenant } from "./Tenant.js"
+import type { TenantApiKeyStore } from "./TenantApiKey.js"
 import type { TenantLookupError } from "./TenantError.js"
 import type { TenantLayer } from "./TenantLayer.js"
 import { TenantRegistry } from "./TenantRegistry.js"
 import type { TenantRef, TenantResolver } from "./TenantResolver.js"
+import * as TenantResolver_ from "./TenantResolver.js"
 import { TenantResolutionError } from "./TenantResolver.js"
 
 /**
@@ -296,6 +299,28 @@ export const make = <RR, ROut = never, EL = never>(
     })
   ) as any
 }
+
+/**
+ * The middleware the configuration describes (`TenancyConfig`): its
+ * resolution strategy, skip paths and debug flag.
+ *
+ * @since 0.1.0
+ * @category middleware
+ */
+export const fromConfig: Effect.Effect<
+  <E, R>(
+    app: HttpApp.Default<E, R>
+  ) => HttpApp.Default<
+    E,
+    Exclude<R, CurrentTenant> | TenantApiKeyStore | TenantRegistry | HttpServerRequest.HttpServerRequest
+  >,
+  never,
+  TenancyConfig
+> = Effect.map(
+  TenancyConfig,
+  (settings) =>
+    make(TenantResolver_.fromConfig(settings), { skipPaths: settings.skipPaths, debug: settings.debugErrors })
+)
 
 /**
  * The middleware for `HttpLayerRouter`: routes it is provided to run inside

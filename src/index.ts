@@ -16,6 +16,11 @@ export * as Health from "./Health.js"
 /**
  * @since 0.1.0
  */
+export * as TenancyConfig from "./TenancyConfig.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as Tenant from "./Tenant.js"
 
 /**
@@ -32,6 +37,11 @@ export * as TenantContext from "./TenantContext.js"
  * @since 0.1.0
  */
 export * as TenantError from "./TenantError.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as TenantLayer from "./TenantLayer.js"
 
 /**
  * @since 0.1.0

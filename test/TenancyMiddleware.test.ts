@@ -6,6 +6,7 @@ import { assert, describe, it } from "@effect/vitest"
 import type { MetricState } from "effect"
 import { Context, Effect, Layer, Metric, Option, Redacted } from "effect"
 import * as Health from "effect-tenancy/Health"
+import * as TenancyConfig from "effect-tenancy/TenancyConfig"
 import type { TenancySettings } from "effect-tenancy/TenancyConfig"
 import * as TenancyMiddleware from "effect-tenancy/TenancyMiddleware"
 import * as TenantApiKey from "effect-tenancy/TenantApiKey"
@@ -186,6 +187,21 @@ describe("TenancyMiddleware", () => {
           "other algorithm": bearer(yield* sign({ tenant_id: "acme" }, { alg: "HS512" })),
           "expired": bearer(yield* sign({ tenant_id: "acme" }, { exp: Math.floor(Date.now() / 1000) - 60 })),
           "wrong audience": bearer(yield* sign({ tenant_id: "acme" }, { aud: "someone-else" })),
+          "wrong issuer": bearer(
+            yield* Effect.promise(() =>
+              new jose.SignJWT({ tenant_id: "acme" }).setProtectedHeader({ alg: "HS256" }).setIssuer(
+                "https://evil.example"
+              )
+                .setAudience("api").setExpirationTime("1h").sign(key)
+            )
+          ),
+          "not yet valid": bearer(
+            yield* Effect.promise(() =>
+              new jose.SignJWT({ tenant_id: "acme" }).setProtectedHeader({ alg: "HS256" }).setIssuer(
+                "https://auth.example.com"
+              ).setAudience("api").setNotBefore("1h").setExpirationTime("2h").sign(key)
+            )
+          ),
           "missing claim": bearer(yield* sign({ sub: "user-1" })),
           "malformed": bearer("not.a.jwt"),
           "not bearer": { authorization: "Basic YWxhZGRpbjpvcGVuc2VzYW1l" }
@@ -316,6 +332,20 @@ describe("TenancyMiddleware", () => {
       const bad = yield* TenancyMiddleware.healthApp([up, down])
       assert.strictEqual(bad.status, 503)
     }))
+
+  it.effect("fromConfig builds the middleware the configuration describes", () =>
+    Effect.gen(function*() {
+      const middleware = yield* TenancyMiddleware.fromConfig.pipe(
+        Effect.provide(TenancyConfig.layer({ strategies: ["header"], tenantHeader: "X-Org", skipPaths: ["/status"] }))
+      )
+      const runtime = yield* Effect.runtime<TenantRegistry.TenantRegistry | TenantApiKey.TenantApiKeyStore>()
+      const handler = HttpApp.toWebHandlerRuntime(runtime)(middleware(router) as HttpApp.Default<unknown, any>)
+      const response = yield* Effect.promise(() =>
+        handler(new Request("http://localhost/whoami", { headers: { "x-org": "acme" } }))
+      )
+      assert.strictEqual(response.status, 200)
+      assert.strictEqual(((yield* Effect.promise(() => response.json())) as { tenant: string }).tenant, "acme")
+    }).pipe(Effect.provide(services)))
 
   it("matchesPath matches whole segments", () => {
     assert.isTrue(TenancyMiddleware.matchesPath("/health", "/health"))
