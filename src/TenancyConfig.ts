@@ -183,6 +183,16 @@ const skipPathsConfig = Config.mapOrFail(
   }
 )
 
+const checkRequirements = (settings: TenancySettings): Either.Either<TenancySettings, ConfigError.ConfigError> => {
+  if (settings.strategies.includes("jwt") && Option.isNone(settings.jwt)) {
+    return Either.left(invalid("TENANCY_JWT_SECRET", "is required by the jwt strategy"))
+  }
+  if (settings.strategies.includes("subdomain") && Option.isNone(settings.baseDomain)) {
+    return Either.left(invalid("TENANCY_BASE_DOMAIN", "is required by the subdomain strategy"))
+  }
+  return Either.right(settings)
+}
+
 /**
  * Every setting, read from `TENANCY_*` variables of the current
  * `ConfigProvider`, checked together: a strategy's required settings must be
@@ -213,17 +223,7 @@ export const config: Config.Config<TenancySettings> = Config.all({
   debugErrors: Config.boolean("TENANCY_DEBUG_ERRORS").pipe(Config.withDefault(false)),
   databaseUrl: url("TENANCY_DATABASE_URL", ["postgres:", "postgresql:"]),
   redisUrl: url("TENANCY_REDIS_URL", ["redis:", "rediss:"])
-}).pipe(
-  Config.mapOrFail((settings) => {
-    if (settings.strategies.includes("jwt") && Option.isNone(settings.jwt)) {
-      return Either.left(invalid("TENANCY_JWT_SECRET", "is required by the jwt strategy"))
-    }
-    if (settings.strategies.includes("subdomain") && Option.isNone(settings.baseDomain)) {
-      return Either.left(invalid("TENANCY_BASE_DOMAIN", "is required by the subdomain strategy"))
-    }
-    return Either.right(settings)
-  })
-)
+}).pipe(Config.mapOrFail((settings) => checkRequirements(settings)))
 
 /**
  * Reads `config` from the current `ConfigProvider` (the environment by default).
@@ -238,12 +238,13 @@ export const layerFromEnv: Layer.Layer<TenancyConfig, ConfigError.ConfigError> =
 
 /**
  * Provides settings given in code; unspecified settings take their defaults.
+ * A strategy's required settings are checked as for `layerFromEnv`.
  *
  * @since 0.1.0
  * @category layers
  */
-export const layer = (settings: Partial<TenancySettings>): Layer.Layer<TenancyConfig> =>
-  Layer.succeed(TenancyConfig, TenancyConfig.of({ ...defaults, ...settings }))
+export const layer = (settings: Partial<TenancySettings>): Layer.Layer<TenancyConfig, ConfigError.ConfigError> =>
+  Layer.effect(TenancyConfig, Effect.map(checkRequirements({ ...defaults, ...settings }), TenancyConfig.of))
 
 /**
  * The settings with every default and nothing optional set.

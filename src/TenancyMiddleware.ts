@@ -340,7 +340,12 @@ export const layerRouter = <RR, ROut = never, EL = never>(
       <E>(
         effect: Effect.Effect<HttpServerResponse.HttpServerResponse, E, CurrentTenant>
       ): Effect.Effect<HttpServerResponse.HttpServerResponse, E | EL, HttpServerRequest.HttpServerRequest> =>
-        Effect.provide(make(resolver, options)(effect), context)
+        // The layer's context fills in the registry and the resolver's services;
+        // the request's own context (its Scope, its request) takes precedence.
+        Effect.mapInputContext(
+          make(resolver, options)(effect),
+          (request: Context.Context<HttpServerRequest.HttpServerRequest>) => Context.merge(context, request)
+        )
     )
   )
 

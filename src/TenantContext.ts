@@ -24,7 +24,8 @@ import * as Stream from "effect/Stream"
 import * as internal from "./internal/tenantContext.js"
 import type { Tenant, TenantId, TenantStatus } from "./Tenant.js"
 import type { InvalidPageRequest, TenantLookupError, TenantStoreError } from "./TenantError.js"
-import { NoCurrentTenant } from "./TenantError.js"
+import { isTenantError, NoCurrentTenant } from "./TenantError.js"
+import type { TenantNotFound, TenantSuspended } from "./TenantError.js"
 import { TenantRegistry } from "./TenantRegistry.js"
 
 /**
@@ -194,10 +195,14 @@ export const asTenant: {
     )
 )
 
+const notDeleted: ReadonlyArray<TenantStatus> = ["provisioning", "active", "suspended", "deleting"]
+
 /**
- * Runs `f` inside every tenant (optionally only those in some statuses), with
- * bounded concurrency, on behalf of the system. Results come back in tenant
- * id order.
+ * Runs `f` inside every tenant that is not deleted (or only those in the
+ * given statuses), with bounded concurrency, on behalf of the system.
+ * Results come back in tenant id order. A tenant that is removed (or deleted)
+ * while the run goes on is skipped, not an error; failures of `f` and of the
+ * store end the run.
  *
  * @since 0.1.0
  * @category combinators
@@ -216,12 +221,23 @@ export const forEachTenant = <A, E, R>(
   Effect.gen(function*() {
     yield* SystemAccess
     const registry = yield* TenantRegistry
-    const results = yield* registry.stream({ status: options?.status }).pipe(
+    const results = yield* registry.stream({ status: options?.status ?? notDeleted }).pipe(
       Stream.mapEffect(
         (tenant) =>
-          registry.enter(Effect.map(f(tenant), (a) => [tenant.id, a] as const), tenant.id, { allowInactive: true }),
+          registry.enter(Effect.map(f(tenant), (a) => Option.some([tenant.id, a] as const)), tenant.id, {
+            allowInactive: true
+          }).pipe(
+            // Gone since the listing: skip it.
+            Effect.catchIf(
+              (e): e is TenantNotFound | TenantSuspended =>
+                isTenantError(e) &&
+                (e._tag === "TenantNotFound" || (e._tag === "TenantSuspended" && e.status === "deleted")),
+              () => Effect.succeedNone
+            )
+          ),
         { concurrency: options?.concurrency ?? 1 }
       ),
+      Stream.filterMap((result) => result),
       Stream.runCollect
     )
     return Chunk.toReadonlyArray(results)

@@ -20,6 +20,8 @@ import * as Cause from "effect/Cause"
 import type * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Equal from "effect/Equal"
+import * as Hash from "effect/Hash"
 import * as Layer from "effect/Layer"
 import * as RcMap from "effect/RcMap"
 import type * as Scope from "effect/Scope"
@@ -50,7 +52,7 @@ export interface TenantLayer<ROut, E = never> {
 export interface Options<ROut, E, RIn> {
   /** The key services are shared by (default: the tenant id). */
   readonly key?: ((tenant: Tenant) => string) | undefined
-  /** The layer for a key; `tenant` is the tenant whose request built it first. */
+  /** The layer for a key; `tenant` is the tenant whose request built it. */
   readonly layer: (key: string, tenant: Tenant) => Layer.Layer<ROut, E, RIn>
   /** How long unused services are kept (default 1 minute). */
   readonly idleTimeToLive?: Duration.DurationInput | undefined
@@ -59,6 +61,18 @@ export interface Options<ROut, E, RIn> {
    * recently used key is dropped (released once its last user finishes).
    */
   readonly capacity?: number | undefined
+}
+
+// A key of the map: equal by name; it carries the tenant its first user
+// saw, for the build (RcMap passes only the key to its lookup).
+class Key implements Equal.Equal {
+  constructor(readonly name: string, readonly tenant?: Tenant) {}
+  [Equal.symbol](that: unknown): boolean {
+    return that instanceof Key && that.name === this.name
+  }
+  [Hash.symbol](): number {
+    return Hash.cached(this, Hash.string(this.name))
+  }
 }
 
 /**
@@ -74,70 +88,83 @@ export const make = <ROut, E = never, RIn = never>(
     const keyOf = options.key ?? ((tenant: Tenant) => tenant.id)
     const capacity = options.capacity ?? 1000
     let builds = 0
-    // The tenant a key is being built for (RcMap keys are plain strings); held only during a get.
-    const builders = new Map<string, Tenant>()
     const lastUsed = new Map<string, number>()
     let clock = 0
 
-    // RcMap.get (effect 3.22) looks for the entry before taking its lock and
-    // does not look again after: concurrent first gets of one key each build
-    // it. Gets of one key are serialized here (striped locks: bounded memory,
-    // different keys rarely wait for each other).
-    const stripes = Array.from({ length: 64 }, () => Effect.unsafeMakeSemaphore(1))
-    const stripeOf = (key: string) => {
-      let h = 0
-      for (let i = 0; i < key.length; i++) h = (Math.imul(h, 31) + key.charCodeAt(i)) | 0
-      return stripes[(h >>> 0) % stripes.length]
-    }
-
     const map = yield* RcMap.make({
-      lookup: (key: string) =>
+      lookup: (key: Key) =>
         Effect.suspend(() => {
+          // Keys without a tenant only ever reach `invalidate`, never a build.
+          if (key.tenant === undefined) return Effect.dieMessage(`TenantLayer: no tenant for key ${key.name}`)
           builds++
-          const tenant = builders.get(key)
-          if (tenant === undefined) return Effect.dieMessage(`TenantLayer: no tenant recorded for key ${key}`)
-          return Layer.build(options.layer(key, tenant))
+          return Layer.build(options.layer(key.name, key.tenant))
         }),
       idleTimeToLive: options.idleTimeToLive ?? "1 minute",
       capacity
     })
 
+    // RcMap.get (effect 3.22) looks for the entry before taking its lock and
+    // does not look again after: concurrent first gets of one key each build
+    // it. First gets of a key are serialized here, per key; keys already held
+    // skip the lock.
+    const locks = new Map<string, { readonly semaphore: Effect.Semaphore; users: number }>()
+    const withKeyLock = <A, E2, R>(name: string, effect: Effect.Effect<A, E2, R>) =>
+      Effect.suspend(() => {
+        let lock = locks.get(name)
+        if (lock === undefined) {
+          lock = { semaphore: Effect.unsafeMakeSemaphore(1), users: 0 }
+          locks.set(name, lock)
+        }
+        const held = lock
+        held.users++
+        return held.semaphore.withPermits(1)(effect).pipe(
+          Effect.ensuring(Effect.sync(() => {
+            if (--held.users === 0) locks.delete(name)
+          }))
+        )
+      })
+
+    const pruneLastUsed = Effect.flatMap(RcMap.keys(map), (held) => {
+      const live = new Set(held.map((k) => k.name))
+      for (const name of lastUsed.keys()) if (!live.has(name)) lastUsed.delete(name)
+      return Effect.succeed(live)
+    })
+
     const evictLeastRecentlyUsed = (except: string) =>
-      Effect.flatMap(RcMap.keys(map), (held) => {
-        const live = new Set(held)
+      Effect.flatMap(pruneLastUsed, () => {
         let victim: string | undefined
         let oldest = Number.POSITIVE_INFINITY
-        for (const [key, at] of lastUsed) {
-          if (!live.has(key)) lastUsed.delete(key) // expired by its idle time-to-live
-          else if (key !== except && at < oldest) {
+        for (const [name, at] of lastUsed) {
+          if (name !== except && at < oldest) {
             oldest = at
-            victim = key
+            victim = name
           }
         }
         if (victim === undefined) return Effect.void
         lastUsed.delete(victim)
-        return RcMap.invalidate(map, victim)
+        return RcMap.invalidate(map, new Key(victim))
       })
 
-    const acquire = (key: string, tenant: Tenant): Effect.Effect<Context.Context<ROut>, E, Scope.Scope> =>
-      Effect.suspend(() => {
-        builders.set(key, tenant)
-        lastUsed.set(key, ++clock)
-        const get = stripeOf(key).withPermits(1)(RcMap.get(map, key))
-        return get.pipe(
-          Effect.catchIf(
-            (error): error is Cause.ExceededCapacityException => Cause.isExceededCapacityException(error),
-            () => Effect.zipRight(evictLeastRecentlyUsed(key), get)
-          ),
-          // Still over capacity: every other key is in use. Fail loudly rather than grow.
-          Effect.catchIf(
-            (error): error is Cause.ExceededCapacityException => Cause.isExceededCapacityException(error),
-            (error) => Effect.die(error)
-          ),
-          // Any build this acquisition started has read its tenant by now.
-          Effect.ensuring(Effect.sync(() => builders.delete(key)))
+    const isCapacity = (error: unknown): error is Cause.ExceededCapacityException =>
+      Cause.isExceededCapacityException(error)
+
+    const acquire = (name: string, tenant: Tenant): Effect.Effect<Context.Context<ROut>, E, Scope.Scope> => {
+      const key = new Key(name, tenant)
+      const get = RcMap.get(map, key)
+      const first = withKeyLock(name, get).pipe(
+        Effect.catchIf(isCapacity, () => Effect.zipRight(evictLeastRecentlyUsed(name), withKeyLock(name, get))),
+        // Still over capacity: every other key is in use. Fail loudly rather than grow.
+        Effect.catchIf(isCapacity, (error) => Effect.die(error))
+      )
+      return Effect.suspend(() => {
+        lastUsed.set(name, ++clock)
+        const prune = lastUsed.size > 2 * capacity ? pruneLastUsed : Effect.void
+        return Effect.zipRight(prune, Effect.flatMap(RcMap.has(map, key), (held) => (held ? get : first))).pipe(
+          // A failed build is not kept: the next request builds again.
+          Effect.tapErrorCause(() => RcMap.invalidate(map, key))
         ) as Effect.Effect<Context.Context<ROut>, E, Scope.Scope>
       })
+    }
 
     return {
       provide: <A, E2, R>(self: Effect.Effect<A, E2, R>) =>
@@ -145,11 +172,11 @@ export const make = <ROut, E = never, RIn = never>(
           Effect.scoped(
             Effect.flatMap(acquire(keyOf(tenant), tenant), (context) => Effect.provide(self, context))
           )) as Effect.Effect<A, E | E2, Exclude<R, ROut> | internal.CurrentTenant>,
-      stats: Effect.map(RcMap.keys(map), (keys) => ({ builds, keys })),
-      invalidate: (key) =>
+      stats: Effect.map(RcMap.keys(map), (keys) => ({ builds, keys: keys.map((k) => k.name) })),
+      invalidate: (name) =>
         Effect.suspend(() => {
-          lastUsed.delete(key)
-          return RcMap.invalidate(map, key)
+          lastUsed.delete(name)
+          return RcMap.invalidate(map, new Key(name))
         })
     }
   })

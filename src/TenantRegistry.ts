@@ -408,7 +408,13 @@ export const make = (
           return restore(store.delete({ id })).pipe(
             Effect.zipRight(publish(new TenantUnregistered({ tenantId: id }))),
             Effect.asVoid,
-            Effect.ensuring(Effect.sync(() => closing.delete(id)))
+            // The end counts too: a lookup that began while the delete ran may
+            // have read the row before it went, and must be refused.
+            Effect.ensuring(Effect.sync(() => {
+              closing.delete(id)
+              unregisterEpoch++
+              unregisteredAt.set(id, unregisterEpoch)
+            }))
           )
         }))
 

@@ -222,8 +222,8 @@ const decodeURIComponentSafe = (s: string): string => {
 /**
  * A claim of a bearer JWT (`Authorization: Bearer <token>`), verified with
  * `jose`: the signature with the configured secret, the algorithm pinned by
- * configuration (`alg: none` and any other algorithm are refused), `exp` and
- * `nbf`, and the issuer and audience when configured. The claim names the
+ * configuration (`alg: none` and any other algorithm are refused), `exp`
+ * (required) and `nbf`, and the issuer and audience when configured. The claim names the
  * tenant by id. No token is "missing" (401); a token that does not verify or
  * lacks the claim is an invalid credential (401).
  *
@@ -234,6 +234,8 @@ export const jwt = (settings: JwtSettings): TenantResolver => {
   const key = new TextEncoder().encode(Redacted.value(settings.secret))
   const verifyOptions: jose.JWTVerifyOptions = {
     algorithms: [settings.algorithm],
+    // jose checks `exp` only when present: a token without one would never expire.
+    requiredClaims: ["exp"],
     ...(Option.isSome(settings.issuer) ? { issuer: settings.issuer.value } : {}),
     ...(Option.isSome(settings.audience) ? { audience: settings.audience.value } : {})
   }

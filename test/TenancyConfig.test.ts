@@ -49,6 +49,16 @@ describe("TenancyConfig", () => {
       assert.notInclude(String(Option.getOrThrow(settings.databaseUrl)), "pw")
     }))
 
+  it.effect("layer checks what a strategy requires, like layerFromEnv", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(
+        Effect.provide(TenancyConfig.TenancyConfig, TenancyConfig.layer({ strategies: ["jwt"] }))
+      )
+      assert.include(String(error), "TENANCY_JWT_SECRET")
+      const ok = yield* Effect.provide(TenancyConfig.TenancyConfig, TenancyConfig.layer({ tenantHeader: "X-Org" }))
+      assert.strictEqual(ok.tenantHeader, "X-Org")
+    }))
+
   const refusals: ReadonlyArray<readonly [string, Record<string, string>, string, string]> = [
     ["a short JWT secret", { TENANCY_JWT_SECRET: "short" }, "TENANCY_JWT_SECRET", "at least 32"],
     ["an unknown strategy", { TENANCY_RESOLUTION_STRATEGY: "cookie" }, "TENANCY_RESOLUTION_STRATEGY", "cookie"],

@@ -204,6 +204,13 @@ describe("TenancyMiddleware", () => {
           ),
           "missing claim": bearer(yield* sign({ sub: "user-1" })),
           "malformed": bearer("not.a.jwt"),
+          "no expiry": bearer(
+            yield* Effect.promise(() =>
+              new jose.SignJWT({ tenant_id: "acme" }).setProtectedHeader({ alg: "HS256" }).setIssuer(
+                "https://auth.example.com"
+              ).setAudience("api").sign(key)
+            )
+          ),
           "not bearer": { authorization: "Basic YWxhZGRpbjpvcGVuc2VzYW1l" }
         }
         for (const [name, headers] of Object.entries(cases)) {

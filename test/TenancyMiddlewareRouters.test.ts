@@ -50,10 +50,14 @@ const apiWeb = HttpApiBuilder.toWebHandler(
 )
 
 // HttpLayerRouter: routes provided with the middleware run inside the tenant.
+let finalized = 0
 const Routes = HttpLayerRouter.add(
   "GET",
   "/whoami",
-  Effect.map(CurrentTenant, (tenant) => HttpServerResponse.text(tenant.id))
+  Effect.zipRight(
+    Effect.addFinalizer(() => Effect.sync(() => finalized++)),
+    Effect.map(CurrentTenant, (tenant) => HttpServerResponse.text(tenant.id))
+  )
 ).pipe(Layer.provide(TenancyMiddleware.layerRouter(TenantResolver.header()).layer))
 
 const routerWeb = HttpLayerRouter.toWebHandler(Routes.pipe(Layer.provide(Services)))
@@ -86,5 +90,9 @@ describe("TenancyMiddleware with HttpLayerRouter", () => {
       assert.strictEqual(missing.status, 400)
       assert.strictEqual(JSON.parse(missing.text).type, "urn:effect-tenancy:problem:tenant-required")
       assert.strictEqual((await call(routerWeb.handler, { "x-tenant-id": "umbrella" })).status, 403)
+      const before = finalized
+      await call(routerWeb.handler, { "x-tenant-id": "acme" })
+      await call(routerWeb.handler, { "x-tenant-id": "acme" })
+      assert.strictEqual(finalized - before, 2, "each request's scope closes with the request")
     }))
 })

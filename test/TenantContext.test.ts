@@ -225,6 +225,14 @@ describe("SystemAccess", () => {
         "globex=Globex Inc",
         "initech=Initech"
       ])
+      yield* registry.register({ id: "zeta", name: "Zeta" })
+      yield* registry.suspend("zeta")
+      yield* registry.transition("zeta", "deleting")
+      yield* registry.transition("zeta", "deleted")
+      const withoutDeleted = yield* TenantContext.forEachTenant(() => currentName).pipe(
+        TenantContext.withSystemAccess("report")
+      )
+      assert.deepStrictEqual(withoutDeleted.map(([id]) => id), ["acme", "globex", "initech"])
       const active = yield* TenantContext.forEachTenant((t) => Effect.succeed(t.status), { status: "active" }).pipe(
         TenantContext.withSystemAccess("report")
       )
@@ -295,6 +303,51 @@ describe("unregister during a lookup", () => {
         assert.strictEqual(stats.activeSwitches, 0)
         assert.strictEqual(yield* registry.inUse("acme" as never), 0)
       }).pipe(Effect.provide(layer))
+    }))
+})
+
+describe("unregister that ends during a lookup", () => {
+  it.effect("an entry whose lookup read the record before the delete committed is refused", () =>
+    Effect.gen(function*() {
+      const deleteReached = yield* Deferred.make<void>()
+      const deleteGate = yield* Deferred.make<void>()
+      const getReached = yield* Deferred.make<void>()
+      const getGate = yield* Deferred.make<void>()
+      const hold = { get: false }
+      const store = Layer.effect(
+        TenantStore.TenantStore,
+        Effect.map(TenantStore.makeMemory, (memory) => ({
+          ...memory,
+          delete: (options: Parameters<typeof memory.delete>[0]) =>
+            Effect.zipRight(
+              Effect.zipRight(Deferred.succeed(deleteReached, undefined), Deferred.await(deleteGate)),
+              memory.delete(options)
+            ),
+          get: (id: Parameters<typeof memory.get>[0]) =>
+            hold.get
+              ? Effect.flatMap(memory.get(id), (record) =>
+                Effect.as(Effect.zipRight(Deferred.succeed(getReached, undefined), Deferred.await(getGate)), record))
+              : memory.get(id)
+        }))
+      )
+      yield* Effect.gen(function*() {
+        const registry = yield* Registry
+        yield* registry.register({ id: "acme", name: "Acme" })
+        const unregistering = yield* Effect.fork(registry.unregister("acme"))
+        yield* Deferred.await(deleteReached)
+        // The delete has begun but not committed: a lookup still reads the row.
+        hold.get = true
+        let ran = false
+        const entering = yield* Effect.fork(withTenant(Effect.sync(() => (ran = true)), "acme"))
+        yield* Deferred.await(getReached)
+        hold.get = false
+        yield* Deferred.succeed(deleteGate, undefined)
+        yield* Fiber.join(unregistering)
+        yield* Deferred.succeed(getGate, undefined)
+        const exit = yield* Fiber.await(entering)
+        assert.deepStrictEqual(exit, Exit.fail(new TenantNotFound({ tenantId: "acme" })))
+        assert.isFalse(ran)
+      }).pipe(Effect.provide(TenantRegistry.layer().pipe(Layer.provide(store))))
     }))
 })
 

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Layer, TestClock } from "effect"
+import { Context, Deferred, Effect, Fiber, Layer, TestClock } from "effect"
 import { CurrentTenant, withTenant } from "effect-tenancy/TenantContext"
 import * as TenantLayer from "effect-tenancy/TenantLayer"
 import * as TenantRegistry from "effect-tenancy/TenantRegistry"
@@ -85,6 +85,45 @@ describe("TenantLayer", () => {
         yield* withTenant(layer.provide(useBackend), "initech")
         assert.deepStrictEqual(released, ["globex"])
         assert.deepStrictEqual([...(yield* layer.stats).keys].sort(), ["acme", "initech"])
+      }))
+
+    it.scoped("a failed build is not kept: the next use builds again", () =>
+      Effect.gen(function*() {
+        let attempts = 0
+        const layer = yield* TenantLayer.make<Backend, string>({
+          layer: (key) =>
+            Layer.effect(
+              Backend,
+              Effect.suspend(
+                () => (attempts++ === 0 ? Effect.fail("connection refused") : Effect.succeed({ key, serial: attempts }))
+              )
+            )
+        })
+        const first = yield* Effect.flip(withTenant(layer.provide(useBackend), "acme"))
+        assert.strictEqual(first, "connection refused")
+        const second = yield* withTenant(layer.provide(useBackend), "acme")
+        assert.strictEqual(second.key, "acme")
+        assert.strictEqual((yield* layer.stats).builds, 2)
+      }))
+
+    it.scoped("a slow first build of one key does not hold up other keys", () =>
+      Effect.gen(function*() {
+        const gate = yield* Deferred.make<void>()
+        const layer = yield* TenantLayer.make<Backend>({
+          layer: (key) =>
+            Layer.effect(
+              Backend,
+              Effect.as(key === "acme" ? Deferred.await(gate) : Effect.void, { key, serial: 0 })
+            )
+        })
+        yield* withTenant(layer.provide(useBackend), "globex")
+        const slow = yield* Effect.fork(withTenant(layer.provide(useBackend), "acme"))
+        yield* Effect.yieldNow()
+        // acme's build waits at the gate; globex (held) and initech (new) are served meanwhile.
+        assert.strictEqual((yield* withTenant(layer.provide(useBackend), "globex")).key, "globex")
+        assert.strictEqual((yield* withTenant(layer.provide(useBackend), "initech")).key, "initech")
+        yield* Deferred.succeed(gate, undefined)
+        assert.strictEqual((yield* Fiber.join(slow)).key, "acme")
       }))
 
     it.scoped("a key in use is never released under a running effect", () =>
