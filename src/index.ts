@@ -16,6 +16,11 @@ export * as Health from "./Health.js"
 /**
  * @since 0.1.0
  */
+export * as Rate from "./Rate.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as TenancyConfig from "./TenancyConfig.js"
 
 /**
