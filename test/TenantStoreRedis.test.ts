@@ -362,7 +362,11 @@ describe("TenantStore/Redis", () => {
 
       assert.isAbove(yield* counter(TenantStoreRedis.metrics.redisErrors), errorsBefore)
       const warnings = logs.filter((log) => log.level === "WARN")
-      assert.isTrue(warnings.some((log) => log.text.includes("Redis GET failed")), JSON.stringify(warnings))
+      // Reads do not queue commands on a client that is not connected: they go to the primary at once.
+      assert.isTrue(
+        warnings.some((log) => log.text.includes("reading from the primary store")),
+        JSON.stringify(warnings)
+      )
       assert.isTrue(warnings.some((log) => log.text.includes(tenant.id)))
       for (const log of logs) {
         assert.notInclude(log.text, "do-not-log")
@@ -404,13 +408,78 @@ describe("TenantStore/Redis", () => {
       )
       const { reads, store } = yield* countingPrimary
       const cache = yield* makeCache(store, silent, { prefix: freshPrefix(), redisTimeout: "50 millis" })
+      const other = yield* store.create(makeTenant(`t${random()}-other`))
+      // A read is served by the primary: at once while the client is not ready, else after the timeout.
+      assert.strictEqual(Option.getOrThrow(yield* cache.get(other.id)).id, other.id)
+      assert.isTrue(
+        logs.some((log) =>
+          log.includes("reading from the primary store") || log.includes("GET failed (no reply within")
+        ),
+        JSON.stringify(logs)
+      )
+      // A write is bounded too; its key is then read from the primary without asking Redis again.
       const tenant = yield* cache.create(makeTenant(`t${random()}-silent`))
+      const before = reads.get
       assert.strictEqual(Option.getOrThrow(yield* cache.get(tenant.id)).id, tenant.id)
-      assert.strictEqual(reads.get, 1)
-      assert.isTrue(logs.some((log) => log.includes("Redis GET failed (no reply within")), JSON.stringify(logs))
+      assert.strictEqual(reads.get - before, 1)
+      assert.isTrue(logs.some((log) => log.includes("Redis SET failed (no reply within")), JSON.stringify(logs))
       assert.isTrue(logs.some((log) => log.includes("Redis PUBLISH failed (no reply within")), JSON.stringify(logs))
     }).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, capture)))
   })
+
+  it.scopedLive("when a reader is interrupted, the readers that joined its load still get the tenant", () =>
+    Effect.gen(function*() {
+      const client = yield* redisClient()
+      const memory = yield* TenantStore.makeMemory
+      const gate = yield* Deferred.make<void>()
+      let loads = 0
+      const slow = TenantStore.TenantStore.of({
+        ...memory,
+        get: (id) =>
+          Effect.suspend(() => (loads++ === 0 ? Effect.zipRight(Deferred.await(gate), memory.get(id)) : memory.get(id)))
+      })
+      const tenant = yield* memory.create(makeTenant(`t${random()}-int`))
+      const cache = yield* makeCache(slow, client, { prefix: freshPrefix() })
+      const first = yield* Effect.fork(cache.get(tenant.id))
+      yield* Effect.sleep("20 millis")
+      const second = yield* Effect.fork(cache.get(tenant.id))
+      yield* Effect.sleep("20 millis")
+      yield* Fiber.interrupt(first) // e.g. its client went away
+      const result = yield* Fiber.join(second)
+      assert.strictEqual(Option.getOrThrow(result).id, tenant.id)
+    }))
+
+  it.scopedLive("a write whose tombstone cannot be written still hides the old record in this instance", () =>
+    Effect.gen(function*() {
+      const real = yield* redisClient()
+      let failTombstones = false
+      // The real client, with an injected fault: while on, every SET of a tombstone is refused.
+      const flaky = new Proxy(real, {
+        get(target, property, receiver) {
+          if (property === "set") {
+            return (...args: Array<unknown>) => {
+              if (failTombstones && args[1] === "!invalidated") {
+                return Promise.reject(new Error("READONLY You can't write against a read only replica"))
+              }
+              return (target.set as (...a: Array<unknown>) => Promise<unknown>)(...args)
+            }
+          }
+          const value = Reflect.get(target, property, receiver)
+          return typeof value === "function" ? value.bind(target) : value
+        }
+      })
+      const { store } = yield* countingPrimary
+      const tenant = yield* store.create(makeTenant(`t${random()}-flaky`))
+      const prefixUsed = freshPrefix()
+      const cache = yield* makeCache(store, flaky, { prefix: prefixUsed, ttl: "1 minute" })
+      assert.strictEqual(Option.getOrThrow(yield* cache.get(tenant.id)).status, "active") // cached in Redis
+      failTombstones = true
+      yield* cache.update({ tenant: new Tenant({ ...tenant, status: "suspended", version: 1 }), expectedVersion: 0 })
+      const stale = yield* Effect.promise(() => real.get(`${prefixUsed}:tenant:{${tenant.id}}`))
+      assert.include(stale ?? "", "active", "the old record is still in Redis")
+      assert.strictEqual(Option.getOrThrow(yield* cache.get(tenant.id)).status, "suspended")
+      failTombstones = false
+    }))
 
   it.scopedLive("health reports the primary under the cache's name", () =>
     Effect.gen(function*() {

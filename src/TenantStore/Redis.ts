@@ -22,7 +22,6 @@
  *
  * @since 0.1.0
  */
-import * as Cache from "effect/Cache"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
@@ -33,6 +32,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
@@ -230,16 +230,11 @@ const matchesKey = (key: CacheKey, tenant: Tenant): boolean =>
 const InvalidationMessage = Schema.parseJson(Schema.Array(Schema.String))
 const decodeInvalidationMessage = Schema.decodeEither(InvalidationMessage)
 
-/** One lookup of the L1 cache: `stale` once an invalidation of its key overlapped it. */
+/** A load of the L1 level: `stale` once an invalidation of its key overlapped it. */
 interface Lookup {
   readonly key: string
   stale: boolean
-}
-
-/** What an L1 lookup produced. */
-interface Loaded {
-  readonly tenant: Option.Option<Tenant>
-  readonly lookup: Lookup
+  readonly deferred: Deferred.Deferred<Option.Option<Tenant>, TenantStoreError>
 }
 
 // A definite refusal from the primary means nothing was written; any other
@@ -322,6 +317,10 @@ interface Local {
   readonly invalidateAll: Effect.Effect<void>
 }
 
+// The in-process level is a Map kept in least-recently-used order, with its
+// own single flight. (Effect 3.22's `Cache` appends to an internal key list on
+// every miss and trims it only past its capacity, so with fewer tenants than
+// the capacity and entries that expire, its memory grows without bound.)
 const makeLocal = (options: {
   readonly localTtl: Duration.Duration
   readonly negativeTtl: Duration.Duration
@@ -329,81 +328,78 @@ const makeLocal = (options: {
   readonly keyOf: (key: CacheKey) => string
   readonly load: (key: CacheKey) => Effect.Effect<Option.Option<Tenant>, TenantStoreError>
 }): Effect.Effect<Local> =>
-  Effect.gen(function*() {
+  Effect.sync(() => {
     const { keyOf, load } = options
-    const negativeTtl = Duration.min(options.localTtl, options.negativeTtl)
+    const foundTtl = Duration.toMillis(options.localTtl)
+    const notFoundTtl = Duration.toMillis(Duration.min(options.localTtl, options.negativeTtl))
 
-    // Lookups in flight, by Redis key. An invalidation marks them stale: their
-    // result may predate the write, so it is returned but not kept. A lookup
-    // stays registered until its result is in the cache (see `read`), so an
-    // invalidation cannot slip in between the two.
-    const inFlight = new Map<string, Set<Lookup>>()
+    const entries = new Map<string, { readonly tenant: Option.Option<Tenant>; readonly expiresAt: number }>()
+    // Loads in flight, by key. An invalidation marks a load stale and forgets
+    // it: its result may predate the write, so it is returned to its callers
+    // but not kept, and later reads start a fresh load.
+    const loads = new Map<string, Lookup>()
 
-    const track = (key: CacheKey): Lookup => {
-      const lookup = { key: keyOf(key), stale: false }
-      const lookups = inFlight.get(lookup.key)
-      if (lookups === undefined) inFlight.set(lookup.key, new Set([lookup]))
-      else lookups.add(lookup)
-      return lookup
-    }
-
-    const untrack = (lookup: Lookup): void => {
-      const lookups = inFlight.get(lookup.key)
-      if (lookups === undefined) return
-      lookups.delete(lookup)
-      if (lookups.size === 0) inFlight.delete(lookup.key)
-    }
-
-    const cache = yield* Cache.makeWith<CacheKey, Loaded, TenantStoreError>({
-      capacity: options.localCapacity,
-      lookup: (key) =>
-        Effect.acquireUseRelease(
-          Effect.sync(() => track(key)),
-          (lookup) => Effect.map(load(key), (tenant): Loaded => ({ tenant, lookup })),
-          (lookup, exit) => Exit.isSuccess(exit) ? Effect.void : Effect.sync(() => untrack(lookup))
-        ),
-      timeToLive: (exit) => {
-        if (Exit.isFailure(exit) || exit.value.lookup.stale) return Duration.zero
-        return Option.isSome(exit.value.tenant) ? options.localTtl : negativeTtl
+    const keep = (k: string, tenant: Option.Option<Tenant>, now: number) => {
+      entries.delete(k)
+      entries.set(k, { tenant, expiresAt: now + (Option.isSome(tenant) ? foundTtl : notFoundTtl) })
+      if (entries.size > options.localCapacity) {
+        const oldest = entries.keys().next()
+        if (!oldest.done) entries.delete(oldest.value)
       }
-    })
+    }
 
-    const read = (key: CacheKey, retry = true): Effect.Effect<Option.Option<Tenant>, TenantStoreError> =>
-      Effect.flatMap(cache.getEither(key), (result) => {
-        if (Either.isRight(result)) {
-          // This fiber ran the lookup, and the cache holds its result now.
-          untrack(result.right.lookup)
-          return Effect.succeed(result.right.tenant)
+    const read = (key: CacheKey): Effect.Effect<Option.Option<Tenant>, TenantStoreError> =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const k = keyOf(key)
+        const entry = entries.get(k)
+        if (entry !== undefined) {
+          if (entry.expiresAt > now) {
+            entries.delete(k)
+            entries.set(k, entry) // most recently used last
+            return Effect.as(Metric.increment(metrics.l1Hits), entry.tenant)
+          }
+          entries.delete(k)
         }
-        const loaded = result.left
-        if (!loaded.lookup.stale) return Effect.as(Metric.increment(metrics.l1Hits), loaded.tenant)
-        // A stale result can outlive its lookup in the cache for a millisecond: drop it and look again.
-        return retry
-          ? Effect.zipRight(cache.invalidateWhen(key, (entry) => entry.lookup.stale), read(key, false))
-          : Effect.succeed(loaded.tenant)
+        const pending = loads.get(k)
+        if (pending !== undefined) {
+          // Join the load in flight. If its fiber was interrupted (a client
+          // went away), that is not this caller's failure: look again.
+          return Effect.catchAllCause(
+            Deferred.await(pending.deferred),
+            (cause) => Cause.isInterruptedOnly(cause) ? read(key) : Effect.failCause(cause)
+          )
+        }
+        const lookup: Lookup = { key: k, stale: false, deferred: Deferred.unsafeMake(FiberId.none) }
+        loads.set(k, lookup)
+        return load(key).pipe(
+          Effect.onExit((exit) =>
+            Effect.flatMap(Clock.currentTimeMillis, (done) => {
+              if (loads.get(k) === lookup) loads.delete(k)
+              if (Exit.isSuccess(exit) && !lookup.stale) keep(k, exit.value, done)
+              return Deferred.done(lookup.deferred, exit)
+            })
+          )
+        )
       })
 
-    const invalidate = (keys: ReadonlyArray<CacheKey>) =>
-      Effect.forEach(keys, (key) =>
-        Effect.suspend(() => {
-          const k = keyOf(key)
-          const lookups = inFlight.get(k)
-          if (lookups !== undefined) {
-            for (const lookup of lookups) lookup.stale = true
-            inFlight.delete(k)
-          }
-          return cache.invalidate(key)
-        }), { discard: true })
-
-    const invalidateAll = Effect.suspend(() => {
-      for (const lookups of inFlight.values()) {
-        for (const lookup of lookups) lookup.stale = true
+    const forget = (k: string) => {
+      entries.delete(k)
+      const lookup = loads.get(k)
+      if (lookup !== undefined) {
+        lookup.stale = true
+        loads.delete(k)
       }
-      inFlight.clear()
-      return cache.invalidateAll
-    })
+    }
 
-    return { read: (key) => read(key), invalidate, invalidateAll }
+    return {
+      read,
+      invalidate: (keys) => Effect.sync(() => keys.forEach((key) => forget(keyOf(key)))),
+      invalidateAll: Effect.sync(() => {
+        entries.clear()
+        for (const lookup of loads.values()) lookup.stale = true
+        loads.clear()
+      })
+    }
   })
 
 // -----------------------------------------------------------------------------
@@ -505,6 +501,7 @@ const makeWith = (
     const { prefix } = config
     const channel = `${prefix}:tenant-invalidate`
     const redis = command(config.redisTimeout)
+    const scope = yield* Effect.scope
     const keyOf = (key: CacheKey) => redisKey(prefix, key)
 
     // L2 -------------------------------------------------------------------
@@ -529,8 +526,32 @@ const makeWith = (
       return result.right
     }
 
+    // Keys whose invalidation could not reach Redis: until the retry lands (or
+    // the Redis entry has surely expired), this instance bypasses Redis for them.
+    const dirty = new Map<string, number>()
+    let lastNotReadyWarning = Number.NEGATIVE_INFINITY
+
+    // While the client is not connected, a command would only queue in ioredis
+    // and wait for `redisTimeout`: skip Redis at once (the warning at most every 10 s).
+    const notReady = Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      const log = now - lastNotReadyWarning >= 10_000
+      if (log) lastNotReadyWarning = now
+      return Effect.zipRight(
+        Metric.increment(metrics.redisErrors),
+        log
+          ? Effect.logWarning(`Tenant cache: Redis is ${client.status}; reading from the primary store`)
+          : Effect.void
+      )
+    })
+
     const readRedis = (key: CacheKey): Effect.Effect<Cached> => {
       const k = keyOf(key)
+      const dirtyUntil = dirty.get(k)
+      if (dirtyUntil !== undefined) {
+        if (dirtyUntil > Date.now()) return Effect.succeed(Cached.Skip())
+        dirty.delete(k)
+      }
+      if (client.status !== "ready") return Effect.as(notReady, Cached.Skip())
       return redis("GET", () => client.get(k)).pipe(
         Effect.flatMap((value): Effect.Effect<Cached> => {
           if (value === null) return Effect.succeed(Cached.Miss())
@@ -603,11 +624,31 @@ const makeWith = (
       Effect.gen(function*() {
         const redisKeys = Array.from(new Set(keys.map(keyOf)))
         // Redis first: an instance that drops its L1 entry must not find the old record in Redis.
-        yield* Effect.forEach(
+        const tombstones = Effect.forEach(
           redisKeys,
           (k) => redis("SET", () => client.set(k, tombstoneValue, "PX", pxMillis(tombstoneWindow))),
           { concurrency: "unbounded", discard: true }
-        ).pipe(Effect.catchAll((error) => warn(error, "other instances may read a stale record until it expires")))
+        )
+        yield* tombstones.pipe(
+          Effect.catchAll((error) =>
+            Effect.gen(function*() {
+              // The old record may still be in Redis: this instance stops reading
+              // these keys from Redis, and the tombstones are retried in the background.
+              const until = Date.now() + Duration.toMillis(config.ttl)
+              for (const k of redisKeys) dirty.set(k, until)
+              yield* warn(error, "retrying; other instances may read a stale record until then")
+              yield* tombstones.pipe(
+                Effect.retry({ schedule: Schedule.exponential("100 millis").pipe(Schedule.upTo(config.ttl)) }),
+                Effect.tap(() => Effect.sync(() => redisKeys.forEach((k) => dirty.delete(k)))),
+                Effect.ignore,
+                // Forked from the write's finalizer, which is uninterruptible: this
+                // fiber must stay interruptible so that closing the scope stops it.
+                Effect.interruptible,
+                Effect.forkIn(scope)
+              )
+            })
+          )
+        )
         if (local !== undefined) yield* local.invalidate(keys)
         yield* redis("PUBLISH", () => client.publish(channel, JSON.stringify(redisKeys))).pipe(
           Effect.catchAll((error) => warn(error, "other instances may keep a stale record in memory until it expires"))
@@ -651,13 +692,23 @@ const makeWith = (
             ],
             primary.update(options)
           )),
-      delete: (options) =>
-        Effect.flatMap(primary.get(options.id), (previous) =>
+      delete: (options) => {
+        // The identifier to invalidate is read first; the delete is then pinned to
+        // that version, so a rename in between cannot leave the new identifier cached.
+        const attempt = Effect.flatMap(primary.get(options.id), (previous) =>
           writeThrough(
             options.id,
             [byId(options.id), ...Option.toArray(Option.map(previous, (tenant) => byIdentifier(tenant.identifier)))],
-            primary.delete(options)
-          )),
+            primary.delete(
+              options.expectedVersion === undefined && Option.isSome(previous)
+                ? { id: options.id, expectedVersion: previous.value.version }
+                : options
+            )
+          ))
+        return options.expectedVersion === undefined
+          ? Effect.retry(attempt, { times: 5, while: (e) => e._tag === "TenantConflict" })
+          : attempt
+      },
       health: Effect.zipWith(primary.health, redisClient.health, (store, redis) => {
         const details = [
           ...(store.detail === undefined ? [] : [store.detail]),
