@@ -70,15 +70,25 @@ export interface Options<ROut = never, EL = never> {
  * @since 0.1.0
  * @category metrics
  */
+const resolutionsKey = MetricKey.counter("tenancy_http_resolutions_total", {
+  description: "Requests resolved to a tenant, by strategy and outcome",
+  incremental: true
+})
+const rejectionsKey = MetricKey.counter("tenancy_http_rejections_total", {
+  description: "Requests refused by the tenancy middleware, by reason",
+  incremental: true
+})
+
+/**
+ * Metrics of the middleware (untagged views; requests are counted with the
+ * tags `strategy` and `outcome`, refusals with `reason`).
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
 export const metrics = {
-  resolutions: Metric.counter("tenancy_http_resolutions_total", {
-    description: "Requests resolved to a tenant, by strategy and outcome",
-    incremental: true
-  }),
-  rejections: Metric.counter("tenancy_http_rejections_total", {
-    description: "Requests refused by the tenancy middleware, by reason",
-    incremental: true
-  })
+  resolutions: Metric.fromMetricKey(resolutionsKey),
+  rejections: Metric.fromMetricKey(rejectionsKey)
 } as const
 
 // `Metric.tagged` builds a new label array on every update, which defeats
@@ -98,15 +108,6 @@ const counter = (name: "resolutions" | "rejections", tag: string, value: string)
   }
   return found
 }
-
-const resolutionsKey = MetricKey.counter("tenancy_http_resolutions_total", {
-  description: "Requests resolved to a tenant, by strategy and outcome",
-  incremental: true
-})
-const rejectionsKey = MetricKey.counter("tenancy_http_rejections_total", {
-  description: "Requests refused by the tenancy middleware, by reason",
-  incremental: true
-})
 
 // `Effect.annotateCurrentSpan` builds an error (with a stack trace) when there
 // is no span; reading the parent span as an Option does not.
@@ -170,7 +171,11 @@ const refusalResponse = (refusal: Refusal, debug: boolean, missingStatus: 400 | 
       }
       break
     case "Mismatch":
-      return problem(403, "tenant-mismatch", "The request names more than one tenant")
+      return refusalResponse(
+        new TenantResolutionError({ reason: "mismatch", strategy: "chain", status: 403 }),
+        debug,
+        missingStatus
+      )
     // Invalid and unknown get the same answer, so the API cannot be used to enumerate tenants.
     case "InvalidTenantId":
     case "TenantNotFound":
