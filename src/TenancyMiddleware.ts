@@ -155,40 +155,83 @@ const pathnameOf = (url: string) => {
 
 type Refusal = TenantResolutionError | TenantLookupError | { readonly _tag: "Mismatch" }
 
-const refusalResponse = (refusal: Refusal, debug: boolean, missingStatus: 400 | 401) => {
-  const detail = (d: string | undefined) => (debug && d !== undefined ? { detail: d } : {})
+interface Classified {
+  readonly status: 400 | 401 | 403 | 404 | 503
+  readonly slug: string
+  readonly title: string
+  /** The metric label of the refusal. */
+  readonly reason: string
+  readonly detail: string | undefined
+}
+
+// One classification of refusals, shared by the problem responses and the
+// HttpApi errors, so the two forms of the middleware cannot answer differently.
+const classify = (refusal: Refusal, missingStatus: 400 | 401): Classified => {
   switch (refusal._tag) {
-    case "TenantResolutionError":
-      switch (refusal.reason) {
+    case "TenantResolutionError": {
+      const { detail, reason } = refusal
+      switch (reason) {
         case "missing":
-          return problem(missingStatus, "tenant-required", "A tenant is required", detail(refusal.detail))
+          return { status: missingStatus, slug: "tenant-required", title: "A tenant is required", reason, detail }
         case "invalid-credential":
-          return problem(401, "invalid-credentials", "Invalid credentials", detail(refusal.detail))
+          return { status: 401, slug: "invalid-credentials", title: "Invalid credentials", reason, detail }
         case "invalid-host":
-          return problem(400, "invalid-host", "Unknown host", detail(refusal.detail))
+          return { status: 400, slug: "invalid-host", title: "Unknown host", reason, detail }
         case "mismatch":
-          return problem(403, "tenant-mismatch", "The request names more than one tenant", detail(refusal.detail))
+          return mismatch(detail)
       }
       break
+    }
     case "Mismatch":
-      return refusalResponse(
-        new TenantResolutionError({ reason: "mismatch", strategy: "chain", status: 403 }),
-        debug,
-        missingStatus
-      )
+      return mismatch(undefined)
     // Invalid and unknown get the same answer, so the API cannot be used to enumerate tenants.
     case "InvalidTenantId":
     case "TenantNotFound":
-      return problem(404, "tenant-not-found", "Tenant not found", detail(refusal.message))
+      return {
+        status: 404,
+        slug: "tenant-not-found",
+        title: "Tenant not found",
+        reason: refusal._tag,
+        detail: refusal.message
+      }
     case "TenantSuspended":
-      return problem(403, "tenant-inactive", "Tenant is not active", detail(refusal.message))
+      return {
+        status: 403,
+        slug: "tenant-inactive",
+        title: "Tenant is not active",
+        reason: refusal._tag,
+        detail: refusal.message
+      }
     case "TenantStoreError":
-      return problem(503, "tenant-store-unavailable", "Service unavailable", detail(refusal.message))
+      return {
+        status: 503,
+        slug: "tenant-store-unavailable",
+        title: "Service unavailable",
+        reason: refusal._tag,
+        detail: refusal.message
+      }
   }
 }
 
-const reasonOf = (refusal: Refusal): string =>
-  refusal._tag === "TenantResolutionError" ? refusal.reason : refusal._tag === "Mismatch" ? "mismatch" : refusal._tag
+const mismatch = (detail: string | undefined): Classified => ({
+  status: 403,
+  slug: "tenant-mismatch",
+  title: "The request names more than one tenant",
+  reason: "mismatch",
+  detail
+})
+
+const problemOf = (classified: Classified, debug: boolean) =>
+  problem(
+    classified.status,
+    classified.slug,
+    classified.title,
+    debug && classified.detail !== undefined ? { detail: classified.detail } : undefined
+  )
+
+// Whether a reference given by another strategy names `tenant`.
+const agrees = (ref: TenantRef, tenant: Tenant): boolean =>
+  ref.by === "id" ? ref.value === tenant.id : ref.value === tenant.identifier
 
 const newCorrelationId = () => {
   const bytes = crypto.getRandomValues(new Uint8Array(8))
@@ -226,14 +269,15 @@ export const make = <RR, ROut = never, EL = never>(
 
   const refuse = (refusal: Refusal) =>
     Effect.sync(() => {
-      counter("rejections", "reason", reasonOf(refusal)).unsafeUpdate(1, [])
-      return refusalResponse(refusal, debug, missingStatus)
+      const classified = classify(refusal, missingStatus)
+      counter("rejections", "reason", classified.reason).unsafeUpdate(1, [])
+      return problemOf(classified, debug)
     })
 
   // The handler's failures are boxed, so that they are never mistaken for the
   // lookup's (a handler may fail with TenantNotFound too).
   const boxed = Effect.mapError(inner, (e) => new HandlerFailure(e))
-  const mismatch = Effect.fail({ _tag: "Mismatch" } as const)
+  const mismatchFailure = Effect.fail({ _tag: "Mismatch" } as const)
 
   // Runs inside the tenant: checks agreement, attributes the span, serves.
   const serveInside = (ref: TenantRef, mustAgree: ReadonlyArray<TenantRef>) =>
@@ -245,9 +289,7 @@ export const make = <RR, ROut = never, EL = never>(
       any
     > => {
       const tenant = Context.unsafeGet(context, internal.CurrentTenant)
-      for (const other of mustAgree) {
-        if (other.by === "id" ? other.value !== tenant.id : other.value !== tenant.identifier) return mismatch
-      }
+      if (!mustAgree.every((other) => agrees(other, tenant))) return mismatchFailure
       const span = Context.getOption(context as Context.Context<never>, Tracer.ParentSpan)
       if (Option.isSome(span) && span.value._tag === "Span") {
         span.value.attribute("tenant.id", tenant.id)
@@ -385,30 +427,13 @@ export class TenancyApiMiddleware extends HttpApiMiddleware.Tag<TenancyApiMiddle
   }
 ) {}
 
-const toApiError = (refusal: Refusal, missingStatus: 400 | 401) => {
-  switch (refusal._tag) {
-    case "TenantResolutionError":
-      switch (refusal.reason) {
-        case "missing":
-          return missingStatus === 401 ? new HttpApiError.Unauthorized() : new HttpApiError.BadRequest()
-        case "invalid-credential":
-          return new HttpApiError.Unauthorized()
-        case "invalid-host":
-          return new HttpApiError.BadRequest()
-        case "mismatch":
-          return new HttpApiError.Forbidden()
-      }
-      break
-    case "Mismatch":
-    case "TenantSuspended":
-      return new HttpApiError.Forbidden()
-    case "InvalidTenantId":
-    case "TenantNotFound":
-      return new HttpApiError.NotFound()
-    case "TenantStoreError":
-      return new HttpApiError.ServiceUnavailable()
-  }
-}
+const apiErrors = {
+  400: () => new HttpApiError.BadRequest(),
+  401: () => new HttpApiError.Unauthorized(),
+  403: () => new HttpApiError.Forbidden(),
+  404: () => new HttpApiError.NotFound(),
+  503: () => new HttpApiError.ServiceUnavailable()
+} as const
 
 /**
  * Implements `TenancyApiMiddleware` with a resolver.
@@ -440,10 +465,7 @@ export const layerHttpApi = <RR>(
           internal.CurrentTenant,
           ref.by === "id" ? ref.value : { identifier: ref.value }
         )
-        for (const other of mustAgree) {
-          const agrees = other.by === "id" ? other.value === tenant.id : other.value === tenant.identifier
-          if (!agrees) return yield* Effect.fail({ _tag: "Mismatch" } as const)
-        }
+        if (!mustAgree.every((other) => agrees(other, tenant))) return yield* Effect.fail({ _tag: "Mismatch" } as const)
         yield* annotateRequestSpan(tenant)
         counter("resolutions", "strategy", ref.strategy).unsafeUpdate(1, [])
         return tenant
@@ -451,8 +473,9 @@ export const layerHttpApi = <RR>(
         Effect.provide(context),
         Effect.catchAll((refusal: Refusal) =>
           Effect.suspend(() => {
-            counter("rejections", "reason", reasonOf(refusal)).unsafeUpdate(1, [])
-            return Effect.fail(toApiError(refusal, missingStatus))
+            const classified = classify(refusal, missingStatus)
+            counter("rejections", "reason", classified.reason).unsafeUpdate(1, [])
+            return Effect.fail(apiErrors[classified.status]())
           })
         )
       )
