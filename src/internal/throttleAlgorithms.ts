@@ -55,90 +55,84 @@ export interface Outcome {
 const ceil = (x: number) => Math.max(0, Math.ceil(x - 1e-9))
 const floor = (x: number) => Math.max(0, Math.floor(x + 1e-9))
 
-const gcra = (params: Params, state: State | undefined, now: number, cost: number): Outcome => {
+// What an algorithm says about a request; `outcome` turns it into a decision.
+interface Evaluation {
+  /** The most the policy admits at once. */
+  readonly capacity: number
+  /** `remaining` and `resetAfterMs` as they stand, for a denial. */
+  readonly remaining: number
+  readonly resetAfterMs: number
+  /** How long until the request fits (0: it fits now). */
+  readonly waitMs: number
+  /** The decision's figures and the next state, when the request is admitted. */
+  readonly admit: () => { readonly remaining: number; readonly resetAfterMs: number; readonly state: State }
+}
+
+const outcome = (evaluation: Evaluation, state: State | undefined, cost: number): Outcome => {
+  const limit = evaluation.capacity
+  if (cost <= limit && evaluation.waitMs === 0) {
+    const admitted = evaluation.admit()
+    return {
+      decision: {
+        allowed: true,
+        limit,
+        remaining: admitted.remaining,
+        resetAfterMs: admitted.resetAfterMs,
+        retryAfterMs: 0
+      },
+      state: admitted.state
+    }
+  }
+  return {
+    decision: {
+      allowed: false,
+      limit,
+      remaining: evaluation.remaining,
+      resetAfterMs: evaluation.resetAfterMs,
+      retryAfterMs: cost > limit ? "never" : evaluation.waitMs
+    },
+    state
+  }
+}
+
+const gcra = (params: Params, state: State | undefined, now: number, cost: number): Evaluation => {
   const capacity = params.burst ?? params.limit
   const interval = params.windowMs / params.limit
   const tolerance = interval * capacity
   const tat = state?._tag === "gcra" ? Math.max(state.tat, now) : now
-  const used = tat - now
   const next = tat + cost * interval
-  if (cost > capacity) {
-    return {
-      decision: {
-        allowed: false,
-        limit: capacity,
-        remaining: floor((tolerance - used) / interval),
-        resetAfterMs: ceil(used),
-        retryAfterMs: "never"
-      },
-      state
-    }
-  }
-  if (next - now <= tolerance + 1e-9) {
-    return {
-      decision: {
-        allowed: true,
-        limit: capacity,
-        remaining: floor((tolerance - (next - now)) / interval),
-        resetAfterMs: ceil(next - now),
-        retryAfterMs: 0
-      },
-      state: { _tag: "gcra", tat: next }
-    }
-  }
   return {
-    decision: {
-      allowed: false,
-      limit: capacity,
-      remaining: floor((tolerance - used) / interval),
-      resetAfterMs: ceil(used),
-      retryAfterMs: ceil(next - now - tolerance)
-    },
-    state
+    capacity,
+    remaining: floor((tolerance - (tat - now)) / interval),
+    resetAfterMs: ceil(tat - now),
+    waitMs: next - now <= tolerance + 1e-9 ? 0 : ceil(next - now - tolerance),
+    admit: () => ({
+      remaining: floor((tolerance - (next - now)) / interval),
+      resetAfterMs: ceil(next - now),
+      state: { _tag: "gcra", tat: next }
+    })
   }
 }
 
-const fixedWindow = (params: Params, state: State | undefined, now: number, cost: number): Outcome => {
+const fixedWindow = (params: Params, state: State | undefined, now: number, cost: number): Evaluation => {
   const start = now - (now % params.windowMs)
   const count = state?._tag === "fixed-window" && state.start === start ? state.count : 0
   const resetAfterMs = start + params.windowMs - now
-  if (cost > params.limit) {
-    return {
-      decision: {
-        allowed: false,
-        limit: params.limit,
-        remaining: params.limit - count,
-        resetAfterMs,
-        retryAfterMs: "never"
-      },
-      state
-    }
-  }
-  if (count + cost <= params.limit) {
-    return {
-      decision: {
-        allowed: true,
-        limit: params.limit,
-        remaining: params.limit - count - cost,
-        resetAfterMs,
-        retryAfterMs: 0
-      },
-      state: { _tag: "fixed-window", start, count: count + cost }
-    }
-  }
   return {
-    decision: {
-      allowed: false,
-      limit: params.limit,
-      remaining: params.limit - count,
+    capacity: params.limit,
+    remaining: params.limit - count,
+    resetAfterMs,
+    // Windows are aligned: a request that does not fit now fits when this window ends.
+    waitMs: count + cost <= params.limit ? 0 : resetAfterMs,
+    admit: () => ({
+      remaining: params.limit - count - cost,
       resetAfterMs,
-      retryAfterMs: resetAfterMs
-    },
-    state
+      state: { _tag: "fixed-window", start, count: count + cost }
+    })
   }
 }
 
-const slidingWindow = (params: Params, state: State | undefined, now: number, cost: number): Outcome => {
+const slidingWindow = (params: Params, state: State | undefined, now: number, cost: number): Evaluation => {
   const w = params.windowMs
   const start = now - (now % w)
   let current = 0
@@ -151,91 +145,61 @@ const slidingWindow = (params: Params, state: State | undefined, now: number, co
       previous = state.current
     }
   }
-  const elapsed = now - start
-  const estimate = previous * ((w - elapsed) / w) + current
-  const resetAfterMs = current > 0 ? start + 2 * w - now : previous > 0 ? start + w - now : 0
-  const base = { limit: params.limit, resetAfterMs }
-  if (cost > params.limit) {
-    return {
-      decision: { ...base, allowed: false, remaining: floor(params.limit - estimate), retryAfterMs: "never" },
-      state
-    }
-  }
-  if (estimate + cost <= params.limit + 1e-9) {
-    return {
-      decision: {
-        ...base,
-        allowed: true,
-        remaining: floor(params.limit - estimate - cost),
-        retryAfterMs: 0,
-        resetAfterMs: start + 2 * w - now
-      },
-      state: { _tag: "sliding-window", start, current: current + cost, previous }
-    }
-  }
-  // When would previous·(w - e)/w + current + cost fit under the limit?
-  const room = params.limit - cost - current
-  let retryAfterMs: number
-  if (room >= 0 && previous > 0) {
-    retryAfterMs = ceil(start + w * (1 - room / previous) - now)
-  } else {
-    // Not in this window: in the next one, this window's count decays instead.
-    const nextRoom = params.limit - cost
-    retryAfterMs = ceil(start + w + (current > 0 ? w * (1 - nextRoom / current) : 0) - now)
+  const estimate = previous * ((w - (now - start)) / w) + current
+  let waitMs = 0
+  if (estimate + cost > params.limit + 1e-9) {
+    // When would previous·(w - e)/w + current + cost fit under the limit?
+    const room = params.limit - cost - current
+    waitMs = room >= 0 && previous > 0
+      ? ceil(start + w * (1 - room / previous) - now)
+      // Not in this window: in the next one, this window's count decays instead.
+      : ceil(start + w + (current > 0 ? w * (1 - (params.limit - cost) / current) : 0) - now)
+    waitMs = Math.max(1, waitMs)
   }
   return {
-    decision: {
-      ...base,
-      allowed: false,
-      remaining: floor(params.limit - estimate),
-      retryAfterMs: Math.max(1, retryAfterMs)
-    },
-    state
+    capacity: params.limit,
+    remaining: floor(params.limit - estimate),
+    resetAfterMs: current > 0 ? start + 2 * w - now : previous > 0 ? start + w - now : 0,
+    waitMs,
+    admit: () => ({
+      remaining: floor(params.limit - estimate - cost),
+      resetAfterMs: start + 2 * w - now,
+      state: { _tag: "sliding-window", start, current: current + cost, previous }
+    })
   }
 }
 
-const tokenBucket = (params: Params, state: State | undefined, now: number, cost: number): Outcome => {
+// Tokens in the bucket at `now` (full when nothing is stored).
+const tokensAt = (params: Params, state: State | undefined, now: number): number => {
+  const capacity = params.burst ?? params.limit
+  return state?._tag === "token-bucket"
+    ? Math.min(capacity, state.tokens + Math.max(0, now - state.updatedAt) * (params.limit / params.windowMs))
+    : capacity
+}
+
+const tokenBucket = (params: Params, state: State | undefined, now: number, cost: number): Evaluation => {
   const capacity = params.burst ?? params.limit
   const rate = params.limit / params.windowMs
-  const tokens = state?._tag === "token-bucket"
-    ? Math.min(capacity, state.tokens + Math.max(0, now - state.updatedAt) * rate)
-    : capacity
-  if (cost > capacity) {
-    return {
-      decision: {
-        allowed: false,
-        limit: capacity,
-        remaining: floor(tokens),
-        resetAfterMs: ceil((capacity - tokens) / rate),
-        retryAfterMs: "never"
-      },
-      state
-    }
-  }
-  if (tokens + 1e-9 >= cost) {
-    const left = tokens - cost
-    return {
-      decision: {
-        allowed: true,
-        limit: capacity,
-        remaining: floor(left),
-        resetAfterMs: ceil((capacity - left) / rate),
-        retryAfterMs: 0
-      },
-      state: { _tag: "token-bucket", tokens: left, updatedAt: now }
-    }
-  }
+  const tokens = tokensAt(params, state, now)
   return {
-    decision: {
-      allowed: false,
-      limit: capacity,
-      remaining: floor(tokens),
-      resetAfterMs: ceil((capacity - tokens) / rate),
-      retryAfterMs: ceil((cost - tokens) / rate)
-    },
-    state
+    capacity,
+    remaining: floor(tokens),
+    resetAfterMs: ceil((capacity - tokens) / rate),
+    waitMs: tokens + 1e-9 >= cost ? 0 : ceil((cost - tokens) / rate),
+    admit: () => ({
+      remaining: floor(tokens - cost),
+      resetAfterMs: ceil((capacity - tokens + cost) / rate),
+      state: { _tag: "token-bucket", tokens: tokens - cost, updatedAt: now }
+    })
   }
 }
+
+const algorithms = {
+  "gcra": gcra,
+  "fixed-window": fixedWindow,
+  "sliding-window": slidingWindow,
+  "token-bucket": tokenBucket
+} as const
 
 /**
  * Decides a request of `cost` at `now`. `state` is what was stored for the
@@ -249,18 +213,7 @@ export const decide = (
   state: State | undefined,
   now: number,
   cost: number
-): Outcome => {
-  switch (algorithm) {
-    case "gcra":
-      return gcra(params, state, now, cost)
-    case "fixed-window":
-      return fixedWindow(params, state, now, cost)
-    case "sliding-window":
-      return slidingWindow(params, state, now, cost)
-    case "token-bucket":
-      return tokenBucket(params, state, now, cost)
-  }
-}
+): Outcome => outcome(algorithms[algorithm](params, state, now, cost), state, cost)
 
 /**
  * Gives back `cost` (a request that did not happen after all): never more
@@ -282,11 +235,11 @@ export const refund = (
       return { ...state, count: Math.max(0, state.count - cost) }
     case "sliding-window":
       return { ...state, current: Math.max(0, state.current - cost) }
-    case "token-bucket": {
-      const capacity = params.burst ?? params.limit
-      const rate = params.limit / params.windowMs
-      const tokens = Math.min(capacity, state.tokens + Math.max(0, now - state.updatedAt) * rate)
-      return { _tag: "token-bucket", tokens: Math.min(capacity, tokens + cost), updatedAt: now }
-    }
+    case "token-bucket":
+      return {
+        _tag: "token-bucket",
+        tokens: Math.min(params.burst ?? params.limit, tokensAt(params, state, now) + cost),
+        updatedAt: now
+      }
   }
 }
