@@ -5,7 +5,6 @@ import {
   ConfigError,
   ConfigProvider,
   Context,
-  DateTime,
   Deferred,
   Effect,
   Exit,
@@ -24,7 +23,7 @@ import * as TenantStoreRedis from "effect-tenancy/TenantStore/Redis"
 import * as SqlStore from "effect-tenancy/TenantStore/Sql"
 import { Redis } from "ioredis"
 import * as net from "node:net"
-import { suite } from "./suites/TenantStoreSuite.js"
+import { makeTenant as makeSuiteTenant, suite } from "./suites/TenantStoreSuite.js"
 import { freshDatabase, redisClient } from "./utils/services.js"
 
 // Every key this file writes starts with `filePrefix`, so parallel runs do not collide.
@@ -66,20 +65,9 @@ afterAll(() =>
 
 const random = () => Math.random().toString(36).slice(2, 8)
 
-const makeTenant = (id: string, options: { readonly identifier?: string; readonly status?: TenantStatus } = {}) => {
-  const now = DateTime.unsafeMake("2026-03-01T12:00:00Z")
-  return new Tenant({
-    id: unsafeMakeTenantId(id),
-    identifier: unsafeMakeTenantId(options.identifier ?? id),
-    name: `Tenant ${id}`,
-    status: options.status ?? "active",
-    tier: "premium",
-    metadata: { secret: "do-not-log" },
-    createdAt: now,
-    updatedAt: now,
-    version: 0
-  })
-}
+// Metadata that must never reach the logs.
+const makeTenant = (id: string, options: { readonly identifier?: string; readonly status?: TenantStatus } = {}) =>
+  makeSuiteTenant(id, { ...options, metadata: { secret: "do-not-log" } })
 
 /** A memory store that counts the reads reaching it. */
 const countingPrimary = Effect.gen(function*() {

@@ -12,7 +12,16 @@ import { TenantStore } from "effect-tenancy/TenantStore"
 
 const randomPrefix = () => `t${Math.random().toString(36).slice(2, 8)}`
 
-const makeTenant = (id: string, options: { identifier?: string; status?: TenantStatus; version?: number } = {}) => {
+/** A tenant record for tests; the store suites and the store tests share it. */
+export const makeTenant = (
+  id: string,
+  options: {
+    readonly identifier?: string
+    readonly status?: TenantStatus
+    readonly version?: number
+    readonly metadata?: Tenant["metadata"]
+  } = {}
+) => {
   const now = DateTime.unsafeMake("2026-03-01T12:00:00Z")
   return new Tenant({
     id: unsafeMakeTenantId(id),
@@ -20,7 +29,7 @@ const makeTenant = (id: string, options: { identifier?: string; status?: TenantS
     name: `Tenant ${id}`,
     status: options.status ?? "active",
     tier: "premium",
-    metadata: { region: "eu", nested: { list: [1, "two", true, null] } },
+    metadata: options.metadata ?? { region: "eu", nested: { list: [1, "two", true, null] } },
     createdAt: now,
     updatedAt: now,
     version: options.version ?? 0
