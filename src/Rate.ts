@@ -17,6 +17,7 @@ import * as Either from "effect/Either"
 import * as ParseResult from "effect/ParseResult"
 import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
+import { excerpt } from "./internal/text.js"
 
 /**
  * The input is not a rate. `input` holds at most the first 64 characters of
@@ -124,8 +125,6 @@ const units: Readonly<Record<string, number>> = {
 }
 
 const textPattern = /^\s*(-?\d+(?:\.\d+)?)\s*\/\s*(\d+(?:\.\d+)?)?\s*([a-zA-Z]+)\s*$/
-
-const excerpt = (input: string) => (input.length > 64 ? `${input.slice(0, 64)}…` : input)
 
 const checked = (input: string, limit: number, windowMs: number): Either.Either<Limited, InvalidRate> => {
   const fail = (reason: string) => Either.left(new InvalidRate({ input: excerpt(input), reason }))

@@ -31,6 +31,7 @@ import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Encoding from "effect/Encoding"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as MetricKey from "effect/MetricKey"
@@ -111,13 +112,12 @@ const counter = (name: "resolutions" | "rejections", tag: string, value: string)
 
 // `Effect.annotateCurrentSpan` builds an error (with a stack trace) when there
 // is no span; reading the parent span as an Option does not.
-const annotateRequestSpan = (tenant: Tenant) =>
-  Effect.map(Effect.serviceOption(Tracer.ParentSpan), (span) => {
-    if (Option.isSome(span) && span.value._tag === "Span") {
-      span.value.attribute("tenant.id", tenant.id)
-      span.value.attribute("tenant.tier", tenant.tier)
-    }
-  })
+const attributeSpan = (span: Option.Option<Tracer.AnySpan>, tenant: Tenant): void => {
+  if (Option.isSome(span) && span.value._tag === "Span") {
+    span.value.attribute("tenant.id", tenant.id)
+    span.value.attribute("tenant.tier", tenant.tier)
+  }
+}
 
 const problemType = (slug: string) => `urn:effect-tenancy:problem:${slug}`
 
@@ -233,10 +233,7 @@ const problemOf = (classified: Classified, debug: boolean) =>
 const agrees = (ref: TenantRef, tenant: Tenant): boolean =>
   ref.by === "id" ? ref.value === tenant.id : ref.value === tenant.identifier
 
-const newCorrelationId = () => {
-  const bytes = crypto.getRandomValues(new Uint8Array(8))
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")
-}
+const newCorrelationId = () => Encoding.encodeHex(crypto.getRandomValues(new Uint8Array(8)))
 
 // The handler's own failures travel in a box through `enter`, so that they are
 // never mistaken for the lookup's failures (a handler may fail with TenantNotFound too).
@@ -290,11 +287,7 @@ export const make = <RR, ROut = never, EL = never>(
     > => {
       const tenant = Context.unsafeGet(context, internal.CurrentTenant)
       if (!mustAgree.every((other) => agrees(other, tenant))) return mismatchFailure
-      const span = Context.getOption(context as Context.Context<never>, Tracer.ParentSpan)
-      if (Option.isSome(span) && span.value._tag === "Span") {
-        span.value.attribute("tenant.id", tenant.id)
-        span.value.attribute("tenant.tier", tenant.tier)
-      }
+      attributeSpan(Context.getOption(context as Context.Context<never>, Tracer.ParentSpan), tenant)
       counter("resolutions", "strategy", ref.strategy).unsafeUpdate(1, [])
       // Only the path strategy rewrites the request; otherwise spare the context change.
       return ref.request === undefined
@@ -466,7 +459,7 @@ export const layerHttpApi = <RR>(
           ref.by === "id" ? ref.value : { identifier: ref.value }
         )
         if (!mustAgree.every((other) => agrees(other, tenant))) return yield* Effect.fail({ _tag: "Mismatch" } as const)
-        yield* annotateRequestSpan(tenant)
+        attributeSpan(yield* Effect.serviceOption(Tracer.ParentSpan), tenant)
         counter("resolutions", "strategy", ref.strategy).unsafeUpdate(1, [])
         return tenant
       }).pipe(

@@ -9,6 +9,7 @@ import type * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Schema from "effect/Schema"
 import * as internal from "./internal/tenantId.js"
+import { excerpt } from "./internal/text.js"
 import { InvalidStatusTransition, InvalidTenantId } from "./TenantError.js"
 
 /**
@@ -37,11 +38,6 @@ export type TenantId = typeof TenantId.Type
  */
 export const TenantIdPattern: RegExp = internal.pattern
 
-const excerpt = (input: unknown): string => {
-  const s = typeof input === "string" ? input : typeof input
-  return s.length > 64 ? `${s.slice(0, 64)}…` : s
-}
-
 /**
  * Validates a string as a `TenantId`, synchronously, as an `Either`.
  *
@@ -52,7 +48,7 @@ export const decodeTenantId = (input: unknown): Either.Either<TenantId, InvalidT
   const reason = internal.explain(input)
   return reason === undefined
     ? Either.right(input as TenantId)
-    : Either.left(new InvalidTenantId({ input: excerpt(input), reason }))
+    : Either.left(new InvalidTenantId({ input: excerpt(typeof input === "string" ? input : typeof input), reason }))
 }
 
 /**

@@ -10,6 +10,7 @@
 import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 import { TenantId } from "./internal/tenantId.js"
+import { excerpt } from "./internal/text.js"
 
 /**
  * @since 0.1.0
@@ -33,7 +34,7 @@ export const isTenantError = (u: unknown): u is TenantError => Predicate.hasProp
 
 const Status = Schema.Literal("provisioning", "active", "suspended", "deleting", "deleted")
 
-const quote = (input: string): string => JSON.stringify(input.length > 64 ? `${input.slice(0, 64)}…` : input)
+const quote = (input: string): string => JSON.stringify(excerpt(input))
 
 /**
  * The input is not a valid tenant id. `input` holds at most the first 64
