@@ -21,8 +21,7 @@ import { CurrentTenant } from "effect-tenancy/TenantContext"
 import * as TenantLayer from "effect-tenancy/TenantLayer"
 import * as TenantRegistry from "effect-tenancy/TenantRegistry"
 import * as TenantResolver from "effect-tenancy/TenantResolver"
-import * as TenantStoreModule from "effect-tenancy/TenantStore"
-import { TenantStore } from "effect-tenancy/TenantStore"
+import { layerMemory as TenantStoreMemory, TenantStore } from "effect-tenancy/TenantStore"
 import * as jose from "jose"
 import { createServer } from "node:http"
 import { pathToFileURL } from "node:url"
@@ -102,7 +101,7 @@ export const seed = Effect.gen(function*() {
 })
 
 /** The in-memory store and registry (swap in `TenantStore/Sql` for Postgres). */
-export const Tenancy = TenantRegistry.layer().pipe(Layer.provideMerge(TenantStoreModule.layerMemory))
+export const Tenancy = TenantRegistry.layer().pipe(Layer.provideMerge(TenantStoreMemory))
 
 /** Serves the app on `port` (0: a free port). */
 export const ServerLive = (port: number) =>
