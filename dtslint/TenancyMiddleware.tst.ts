@@ -60,6 +60,35 @@ describe("TenancyMiddleware", () => {
       >
     >()
   })
+
+  test("prebuilt services leave R too, in the same context change", () => {
+    const needsBackend = Effect.flatMap(Backend, (b) => Effect.succeed(HttpServerResponse.text(b.name)))
+    const prebuilt = TenantLayer.prebuilt({
+      key: (tenant) => tenant.tier,
+      layers: { free: Layer.succeed(Backend, { name: "free" }) },
+      fallback: "free"
+    })
+    expect(prebuilt).type.toBe<Effect.Effect<TenantLayer.TenantServices<Backend>, never, Scope.Scope>>()
+    const served = Effect.map(
+      prebuilt,
+      (services) => TenancyMiddleware.make(TenantResolver.header(), { services })(needsBackend)
+    )
+    expect(served).type.toBe<
+      Effect.Effect<
+        Effect.Effect<HttpServerResponse.HttpServerResponse, never, TenantRegistry.TenantRegistry | HttpServerRequest>,
+        never,
+        Scope.Scope
+      >
+    >()
+    const unserved = TenancyMiddleware.make(TenantResolver.header())(needsBackend)
+    expect(unserved).type.toBe<
+      Effect.Effect<
+        HttpServerResponse.HttpServerResponse,
+        never,
+        Backend | TenantRegistry.TenantRegistry | HttpServerRequest
+      >
+    >()
+  })
 })
 
 describe("TenantResolver", () => {

@@ -3,6 +3,7 @@ import type { Tenant, TenantId } from "effect-tenancy/Tenant"
 import * as TenantContext from "effect-tenancy/TenantContext"
 import type { NoCurrentTenant, TenantLookupError } from "effect-tenancy/TenantError"
 import type { InvalidPageRequest, TenantStoreError } from "effect-tenancy/TenantError"
+import type * as TenantLayer from "effect-tenancy/TenantLayer"
 import * as TenantRegistry from "effect-tenancy/TenantRegistry"
 import { describe, expect, test } from "tstyche"
 
@@ -32,6 +33,19 @@ describe("CurrentTenant", () => {
 })
 
 describe("withTenant", () => {
+  test("with prebuilt services: removes them from R too, both ways", () => {
+    const services = {} as TenantLayer.TenantServices<Database>
+    expect(TenantContext.withTenant(needsBoth, "acme", { services })).type.toBe<
+      Effect.Effect<string, TenantLookupError, TenantRegistry.TenantRegistry>
+    >()
+    expect(pipe(needsBoth, TenantContext.withTenant("acme", { services }))).type.toBe<
+      Effect.Effect<string, TenantLookupError, TenantRegistry.TenantRegistry>
+    >()
+    expect(TenantContext.withTenant(needsBoth, "acme")).type.toBe<
+      Effect.Effect<string, TenantLookupError, Database | TenantRegistry.TenantRegistry>
+    >()
+  })
+
   test("data-first: removes CurrentTenant, adds TenantRegistry and the lookup errors", () => {
     expect(TenantContext.withTenant(greet, "acme")).type.toBe<
       Effect.Effect<string, TenantLookupError, TenantRegistry.TenantRegistry>

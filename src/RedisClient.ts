@@ -12,7 +12,7 @@
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import type { Redis } from "ioredis"
+import type { Cluster, Redis } from "ioredis"
 import * as Health from "./Health.js"
 import type { HealthStatus } from "./Health.js"
 
@@ -21,8 +21,8 @@ import type { HealthStatus } from "./Health.js"
  * @category tags
  */
 export class RedisClient extends Context.Tag("effect-tenancy/RedisClient")<RedisClient, {
-  /** The application's client. */
-  readonly client: Redis
+  /** The application's client: a single node or a Cluster. */
+  readonly client: Redis | Cluster
   /** PINGs the server. Never fails. */
   readonly health: Effect.Effect<HealthStatus>
 }>() {}
@@ -33,7 +33,10 @@ export class RedisClient extends Context.Tag("effect-tenancy/RedisClient")<Redis
  * @since 0.1.0
  * @category constructors
  */
-export const make = (client: Redis, options?: { readonly component?: string | undefined }): RedisClient["Type"] =>
+export const make = (
+  client: Redis | Cluster,
+  options?: { readonly component?: string | undefined }
+): RedisClient["Type"] =>
   RedisClient.of({
     client,
     health: Health.probe(options?.component ?? "redis", Effect.tryPromise(() => client.ping()), { timeout: 1000 })
@@ -45,8 +48,10 @@ export const make = (client: Redis, options?: { readonly component?: string | un
  * @since 0.1.0
  * @category layers
  */
-export const layer = (client: Redis, options?: { readonly component?: string | undefined }): Layer.Layer<RedisClient> =>
-  Layer.succeed(RedisClient, make(client, options))
+export const layer = (
+  client: Redis | Cluster,
+  options?: { readonly component?: string | undefined }
+): Layer.Layer<RedisClient> => Layer.succeed(RedisClient, make(client, options))
 
 /**
  * Provides a client built by `acquire` and closed (`QUIT`) when the layer's
@@ -56,7 +61,7 @@ export const layer = (client: Redis, options?: { readonly component?: string | u
  * @category layers
  */
 export const layerScoped = <E, R>(
-  acquire: Effect.Effect<Redis, E, R>,
+  acquire: Effect.Effect<Redis | Cluster, E, R>,
   options?: { readonly component?: string | undefined }
 ): Layer.Layer<RedisClient, E, R> =>
   Layer.scoped(

@@ -46,7 +46,7 @@ import { TenancyConfig } from "./TenancyConfig.js"
 import type { Tenant } from "./Tenant.js"
 import type { TenantApiKeyStore } from "./TenantApiKey.js"
 import type { TenantLookupError } from "./TenantError.js"
-import type { TenantLayer } from "./TenantLayer.js"
+import type { TenantLayer, TenantServices } from "./TenantLayer.js"
 import { TenantRegistry } from "./TenantRegistry.js"
 import type { TenantRef, TenantResolver } from "./TenantResolver.js"
 import * as TenantResolver_ from "./TenantResolver.js"
@@ -56,13 +56,19 @@ import { TenantResolutionError } from "./TenantResolver.js"
  * @since 0.1.0
  * @category models
  */
-export interface Options<ROut = never, EL = never> {
+export interface Options<ROut = never, EL = never, SOut = never> {
   /** Paths served without a tenant, matched by whole segments (default `/health`, `/metrics`, `/docs`). */
   readonly skipPaths?: ReadonlyArray<string> | undefined
   /** Put error details in problem responses (default `false`: never in production). */
   readonly debug?: boolean | undefined
-  /** Per-tenant services provided to the handler. */
+  /** Per-tenant services provided to the handler, built on first use per key (`TenantLayer.make`). */
   readonly layer?: TenantLayer<ROut, EL> | undefined
+  /**
+   * Per-tenant services from a fixed set built up front (`TenantLayer.prebuilt`,
+   * e.g. a throttle backend per tier), provided in the same context change as
+   * `CurrentTenant`: no extra cost per request.
+   */
+  readonly services?: TenantServices<SOut> | undefined
 }
 
 /**
@@ -247,15 +253,15 @@ class HandlerFailure<E> {
  * @since 0.1.0
  * @category middleware
  */
-export const make = <RR, ROut = never, EL = never>(
+export const make = <RR, ROut = never, EL = never, SOut = never>(
   resolver: TenantResolver<RR>,
-  options: Options<ROut, EL> = {}
+  options: Options<ROut, EL, SOut> = {}
 ) =>
 <E, R>(
   app: HttpApp.Default<E, R>
 ): HttpApp.Default<
   E | EL,
-  Exclude<Exclude<R, ROut>, CurrentTenant> | RR | TenantRegistry | HttpServerRequest.HttpServerRequest
+  Exclude<Exclude<R, ROut | SOut>, CurrentTenant> | RR | TenantRegistry | HttpServerRequest.HttpServerRequest
 > => {
   const skipPaths = options.skipPaths ?? ["/health", "/metrics", "/docs"]
   const debug = options.debug === true
@@ -275,6 +281,9 @@ export const make = <RR, ROut = never, EL = never>(
   // lookup's (a handler may fail with TenantNotFound too).
   const boxed = Effect.mapError(inner, (e) => new HandlerFailure(e))
   const mismatchFailure = Effect.fail({ _tag: "Mismatch" } as const)
+  const enterOptions = options.services === undefined
+    ? undefined
+    : { services: options.services.context as (tenant: Tenant) => Context.Context<never> }
 
   // Runs inside the tenant: checks agreement, attributes the span, serves.
   const serveInside = (ref: TenantRef, mustAgree: ReadonlyArray<TenantRef>) =>
@@ -318,7 +327,11 @@ export const make = <RR, ROut = never, EL = never>(
           )
         }
         const { mustAgree, ref } = resolution.value
-        return registry.enter(serveInside(ref, mustAgree), ref.by === "id" ? ref.value : { identifier: ref.value })
+        return registry.enter(
+          serveInside(ref, mustAgree),
+          ref.by === "id" ? ref.value : { identifier: ref.value },
+          enterOptions
+        )
       })
     }
   )
@@ -369,9 +382,9 @@ export const fromConfig: Effect.Effect<
  * @since 0.1.0
  * @category middleware
  */
-export const layerRouter = <RR, ROut = never, EL = never>(
+export const layerRouter = <RR, ROut = never, EL = never, SOut = never>(
   resolver: TenantResolver<RR>,
-  options: Options<ROut, EL> = {}
+  options: Options<ROut, EL, SOut> = {}
 ) =>
   HttpLayerRouter.middleware<{ provides: CurrentTenant }>()(
     Effect.map(

@@ -26,6 +26,7 @@ import type { Tenant, TenantId, TenantStatus } from "./Tenant.js"
 import type { InvalidPageRequest, TenantLookupError, TenantStoreError } from "./TenantError.js"
 import { isTenantError, NoCurrentTenant } from "./TenantError.js"
 import type { TenantNotFound, TenantSuspended } from "./TenantError.js"
+import type { TenantServices } from "./TenantLayer.js"
 import { TenantRegistry } from "./TenantRegistry.js"
 
 /**
@@ -77,18 +78,46 @@ export const withTenant: {
   (id: string): <A, E, R>(
     self: Effect.Effect<A, E, R>
   ) => Effect.Effect<A, E | TenantLookupError, Exclude<R, CurrentTenant> | TenantRegistry>
+  <S>(id: string, options: WithTenantOptions<S>): <A, E, R>(
+    self: Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E | TenantLookupError, Exclude<R, CurrentTenant | S> | TenantRegistry>
   <A, E, R>(
     self: Effect.Effect<A, E, R>,
     id: string
   ): Effect.Effect<A, E | TenantLookupError, Exclude<R, CurrentTenant> | TenantRegistry>
-} = dual(
-  2,
-  <A, E, R>(
+  <A, E, R, S>(
     self: Effect.Effect<A, E, R>,
-    id: string
-  ): Effect.Effect<A, E | TenantLookupError, Exclude<R, CurrentTenant> | TenantRegistry> =>
-    Effect.flatMap(TenantRegistry, (registry) => registry.enter(self, id))
+    id: string,
+    options: WithTenantOptions<S>
+  ): Effect.Effect<A, E | TenantLookupError, Exclude<R, CurrentTenant | S> | TenantRegistry>
+} = dual(
+  (args) => Effect.isEffect(args[0]),
+  <A, E, R, S>(
+    self: Effect.Effect<A, E, R>,
+    id: string,
+    options?: WithTenantOptions<S>
+  ): Effect.Effect<A, E | TenantLookupError, Exclude<R, CurrentTenant | S> | TenantRegistry> =>
+    Effect.flatMap(TenantRegistry, (registry) =>
+      registry.enter(
+        self,
+        id,
+        options === undefined
+          ? undefined
+          : { services: options.services.context as (tenant: Tenant) => Context.Context<never> }
+      )) as Effect.Effect<A, E | TenantLookupError, Exclude<R, CurrentTenant | S> | TenantRegistry>
 )
+
+/**
+ * Options of `withTenant`: `services` are the tenant's prebuilt services
+ * (`TenantLayer.prebuilt`), provided in the same context change as the
+ * tenant, so that choosing a backend per tenant costs no extra step.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface WithTenantOptions<S> {
+  readonly services: TenantServices<S>
+}
 
 /**
  * The current tenant, if the fiber runs inside one. For code that may run

@@ -180,3 +180,70 @@ export const make = <ROut, E = never, RIn = never>(
         })
     }
   })
+
+/**
+ * Services chosen by a key of the tenant from a fixed set built up front
+ * (one per tier, say). Unlike `make`, nothing is built or looked up per
+ * request: `context(tenant)` is a map lookup, and `withTenant(self, id, {
+ * services })` or `TenancyMiddleware.make(resolver, { services })` add the
+ * services in the same context change that provides `CurrentTenant`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TenantServices<ROut> {
+  /** The services of `tenant`'s key (or of the fallback key). */
+  readonly context: (tenant: Tenant) => Context.Context<ROut>
+  /** Provides the current tenant's services to `self` (a context change of its own). */
+  readonly provide: <A, E, R>(
+    self: Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E, Exclude<R, ROut> | internal.CurrentTenant>
+  /** The keys, in the order they were given. */
+  readonly keys: ReadonlyArray<string>
+}
+
+/**
+ * Builds one layer per key up front, in the scope of `prebuilt`, and picks a
+ * tenant's by `key(tenant)`; a tenant whose key has no layer gets
+ * `fallback`'s. A `fallback` that is not one of the keys is a defect.
+ *
+ * ```ts
+ * const backends = yield* TenantLayer.prebuilt({
+ *   key: (tenant) => tenant.tier,
+ *   layers: { enterprise: enterpriseRedis, premium: premiumRedis, free: ThrottleBackend.layerMemory() },
+ *   fallback: "free"
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const prebuilt = <ROut, E = never, RIn = never>(options: {
+  readonly key: (tenant: Tenant) => string
+  readonly layers: Readonly<Record<string, Layer.Layer<ROut, E, RIn>>>
+  readonly fallback: string
+}): Effect.Effect<TenantServices<ROut>, E, Scope.Scope | RIn> =>
+  Effect.gen(function*() {
+    const keys = Object.keys(options.layers)
+    if (!keys.includes(options.fallback)) {
+      return yield* Effect.dieMessage(
+        `TenantLayer.prebuilt: the fallback ${JSON.stringify(options.fallback)} is not one of the keys (${
+          keys.join(", ")
+        })`
+      )
+    }
+    const contexts = new Map<string, Context.Context<ROut>>()
+    for (const key of keys) contexts.set(key, yield* Layer.build(options.layers[key]))
+    const fallback = contexts.get(options.fallback)!
+    const context = (tenant: Tenant) => contexts.get(options.key(tenant)) ?? fallback
+    return {
+      context,
+      keys,
+      provide: <A, E2, R>(self: Effect.Effect<A, E2, R>) =>
+        Effect.flatMap(internal.CurrentTenant, (tenant) => Effect.provide(self, context(tenant))) as Effect.Effect<
+          A,
+          E2,
+          Exclude<R, ROut> | internal.CurrentTenant
+        >
+    }
+  })

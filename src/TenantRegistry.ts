@@ -220,12 +220,17 @@ export class TenantRegistry extends Context.Tag("effect-tenancy/TenantRegistry")
    * Runs `self` inside the tenant `id` (or the tenant whose public identifier
    * is `{ identifier }`). Prefer `TenantContext.withTenant`; `allowInactive`
    * (used by `TenantContext.asTenant`) also enters tenants that are not
-   * active, except deleted ones.
+   * active, except deleted ones. `services` adds the tenant's prebuilt
+   * services in the same context change (they are not removed from `R` here;
+   * `withTenant` does that).
    */
   readonly enter: <A, E, R>(
     self: Effect.Effect<A, E, R>,
     id: string | { readonly identifier: string },
-    options?: { readonly allowInactive?: boolean | undefined }
+    options?: {
+      readonly allowInactive?: boolean | undefined
+      readonly services?: ((tenant: Tenant) => Context.Context<never>) | undefined
+    }
   ) => Effect.Effect<A, E | TenantLookupError, Exclude<R, internal.CurrentTenant>>
 }>() {}
 
@@ -434,13 +439,17 @@ export const make = (
     const enter = <A, E, R>(
       self: Effect.Effect<A, E, R>,
       input: string | { readonly identifier: string },
-      enterOptions?: { readonly allowInactive?: boolean | undefined }
+      enterOptions?: {
+        readonly allowInactive?: boolean | undefined
+        readonly services?: ((tenant: Tenant) => Context.Context<never>) | undefined
+      }
     ): Effect.Effect<A, E | TenantLookupError, Exclude<R, internal.CurrentTenant>> => {
       const byIdentifier = typeof input !== "string"
       const decoded = decodeTenantId(byIdentifier ? input.identifier : input)
       if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
       const name = decoded.right
       const allowInactive = enterOptions?.allowInactive === true
+      const services = enterOptions?.services
       return Effect.suspend(() => {
         const startedAt = unregisterEpoch
         return Effect.flatMap(byIdentifier ? store.getByIdentifier(name) : store.get(name), (found) =>
@@ -465,7 +474,7 @@ export const make = (
               return internal.switchTo(restore(self), tenant, () => {
                 activeSwitches--
                 release(id)
-              })
+              }, services?.(tenant))
             }
           ))
       })

@@ -84,7 +84,7 @@ const services = Layer.effectDiscard(seed).pipe(
 
 const makeHandler = <R>(
   resolver: TenantResolver.TenantResolver<R>,
-  options: TenancyMiddleware.Options<Greeting, never> = {}
+  options: TenancyMiddleware.Options<Greeting, never, Greeting> = {}
 ) =>
   Effect.gen(function*() {
     const runtime = yield* Effect.runtime<TenantRegistry.TenantRegistry | TenantApiKey.TenantApiKeyStore | R>()
@@ -317,6 +317,26 @@ describe("TenancyMiddleware", () => {
         assert.strictEqual(inner.body, "inner")
         const skipped = yield* request("http://localhost/health")
         assert.strictEqual(skipped.status, 200, "skip paths run without the per-tenant services")
+      }))
+
+    it.scoped("prebuilt services join the tenant's context change", () =>
+      Effect.gen(function*() {
+        const greetings = yield* TenantLayer.prebuilt({
+          key: (tenant) => tenant.tier,
+          layers: {
+            enterprise: Layer.succeed(Greeting, { text: "hello enterprise" }),
+            free: Layer.succeed(Greeting, { text: "hello free" })
+          },
+          fallback: "free"
+        })
+        const request = yield* makeHandler(TenantResolver.header(), { services: greetings })
+        const bodies = yield* Effect.forEach(
+          ["acme", "globex", "initech-web"],
+          (tenant) => Effect.map(request("http://localhost/greeting", { "x-tenant-id": tenant }), (r) => r.body)
+        )
+        assert.deepStrictEqual(bodies, ["hello enterprise", "hello free", "hello free"])
+        const inner = yield* request("http://localhost/greeting-overridden", { "x-tenant-id": "acme" })
+        assert.strictEqual(inner.body, "inner")
       }))
 
     it.effect("counts rejections by reason", () =>

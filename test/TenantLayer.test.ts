@@ -144,5 +144,76 @@ describe("TenantLayer", () => {
         assert.strictEqual(result, "acme")
         assert.deepStrictEqual(released, ["acme"], "released once its user finished")
       }))
+
+    describe("prebuilt", () => {
+      const prebuiltBackends = () => {
+        const built: Array<string> = []
+        const released: Array<string> = []
+        const layerOf = (key: string) =>
+          Layer.scoped(
+            Backend,
+            Effect.acquireRelease(
+              Effect.sync(() => {
+                built.push(key)
+                return { key, serial: built.length }
+              }),
+              () => Effect.sync(() => released.push(key))
+            )
+          )
+        return Effect.map(
+          TenantLayer.prebuilt({
+            key: (tenant) => tenant.tier,
+            layers: { enterprise: layerOf("enterprise"), free: layerOf("free") },
+            fallback: "free"
+          }),
+          (services) => ({ services, built, released })
+        )
+      }
+
+      it.scoped("builds every key once, up front; a tenant without its own key gets the fallback", () =>
+        Effect.gen(function*() {
+          const { built, released, services } = yield* Effect.scoped(
+            Effect.gen(function*() {
+              const made = yield* prebuiltBackends()
+              assert.deepStrictEqual(made.built, ["enterprise", "free"])
+              const seen = yield* Effect.forEach(
+                tenants.map(([id]) => id),
+                (id) => withTenant(Effect.map(Backend, (b) => b.key), id, { services: made.services })
+              )
+              assert.deepStrictEqual(seen, ["enterprise", "free", "free", "free"], "premium falls back to free")
+              return made
+            })
+          )
+          assert.deepStrictEqual(built, ["enterprise", "free"], "nothing built per request")
+          assert.deepStrictEqual([...released].sort(), ["enterprise", "free"], "released with the scope")
+          assert.deepStrictEqual(services.keys, ["enterprise", "free"])
+        }))
+
+      it.scoped("the services leave with the tenant, and an inner provide still overrides them", () =>
+        Effect.gen(function*() {
+          const { services } = yield* prebuiltBackends()
+          const inner = Layer.succeed(Backend, { key: "inner", serial: 0 })
+          const keys = yield* withTenant(
+            Effect.all([
+              Effect.map(Backend, (b) => b.key),
+              Effect.provide(Effect.map(Backend, (b) => b.key), inner),
+              services.provide(Effect.map(Backend, (b) => b.key))
+            ]),
+            "acme",
+            { services }
+          )
+          assert.deepStrictEqual(keys, ["enterprise", "inner", "enterprise"])
+          const outside = yield* Effect.serviceOption(Backend)
+          assert.isTrue(outside._tag === "None", "not visible after the tenant scope")
+        }))
+
+      it.scoped("a fallback that is not a key is a defect", () =>
+        Effect.gen(function*() {
+          const exit = yield* Effect.exit(
+            TenantLayer.prebuilt({ key: (t) => t.tier, layers: { free: Layer.empty }, fallback: "gold" })
+          )
+          assert.isTrue(exit._tag === "Failure" && exit.cause._tag === "Die")
+        }))
+    })
   })
 })

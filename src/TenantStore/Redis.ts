@@ -40,7 +40,7 @@ import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
-import type { Redis } from "ioredis"
+import type { Cluster, Redis } from "ioredis"
 import { HealthStatus } from "../Health.js"
 import { RedisClient } from "../RedisClient.js"
 import { isTenantId, type Tenant, TenantFromJson, type TenantId } from "../Tenant.js"
@@ -84,7 +84,7 @@ export interface Options {
    * is zero). A connection given here stays the caller's to close; the cache
    * unsubscribes from its channel when its scope closes.
    */
-  readonly subscriber?: Redis | undefined
+  readonly subscriber?: Redis | Cluster | undefined
 }
 
 /**
@@ -412,8 +412,8 @@ const makeLocal = (options: {
  * again and drops everything held locally.
  */
 const subscribe = (options: {
-  readonly client: Redis
-  readonly subscriber: Redis | undefined
+  readonly client: Redis | Cluster
+  readonly subscriber: Redis | Cluster | undefined
   readonly channel: string
   readonly prefix: string
   readonly redisTimeout: Duration.Duration
@@ -492,7 +492,7 @@ const subscribe = (options: {
 
 const makeWith = (
   config: Settings,
-  subscriberOption: Redis | undefined
+  subscriberOption: Redis | Cluster | undefined
 ): Effect.Effect<TenantStore["Type"], never, TenantStore | RedisClient | Scope.Scope> =>
   Effect.gen(function*() {
     const primary = yield* TenantStore

@@ -66,7 +66,8 @@ export const withTenantAnnotation = (
 export const switchTo = <A, E, R>(
   self: Effect.Effect<A, E, R>,
   tenant: Tenant,
-  onLeave: () => void
+  onLeave: () => void,
+  services?: Context.Context<never>
 ): Effect.Effect<A, E, Exclude<R, CurrentTenant>> => {
   let prevContext: Context.Context<never>
   let prevLogs: HashMap.HashMap<string, unknown>
@@ -77,7 +78,12 @@ export const switchTo = <A, E, R>(
     prevSpans = FiberRefs.getOrDefault(refs, FiberRef.currentTracerSpanAnnotations)
     return FiberRefs.updateManyAs(refs, {
       entries: [
-        [FiberRef.currentContext, [[fiberId, Context.add(prevContext, CurrentTenant, tenant)]]],
+        [FiberRef.currentContext, [[
+          fiberId,
+          services === undefined
+            ? Context.add(prevContext, CurrentTenant, tenant)
+            : Context.add(Context.merge(prevContext, services), CurrentTenant, tenant)
+        ]]],
         [FiberRef.currentLogAnnotations, [[fiberId, withTenantAnnotation(prevLogs, tenant.id)]]],
         [FiberRef.currentTracerSpanAnnotations, [[fiberId, withTenantAnnotation(prevSpans, tenant.id)]]]
       ]

@@ -42,34 +42,7 @@ export const freshDatabase = (prefix: string): Layer.Layer<PgClient.PgClient | S
  * partitioned server would look to a client.
  */
 export const tcpProxy = (target: { readonly host: string; readonly port: number }) =>
-  Effect.acquireRelease(
-    Effect.async<{ readonly port: number; readonly cut: Effect.Effect<void> }>((resume) => {
-      const sockets = new Set<net.Socket>()
-      const server = net.createServer((client) => {
-        const upstream = net.connect(target.port, target.host)
-        sockets.add(client)
-        sockets.add(upstream)
-        const drop = () => {
-          client.destroy()
-          upstream.destroy()
-          sockets.delete(client)
-          sockets.delete(upstream)
-        }
-        client.on("error", drop).on("close", drop)
-        upstream.on("error", drop).on("close", drop)
-        client.pipe(upstream).pipe(client)
-      })
-      const cut = Effect.sync(() => {
-        server.close()
-        for (const socket of sockets) socket.destroy()
-        sockets.clear()
-      })
-      server.listen(0, "127.0.0.1", () => {
-        resume(Effect.succeed({ port: (server.address() as net.AddressInfo).port, cut }))
-      })
-    }),
-    (proxy) => proxy.cut
-  )
+  Effect.map(switchableProxy(target), (proxy) => ({ port: proxy.port, cut: Effect.sync(proxy.close) }))
 
 /** A local port with nothing listening on it. */
 export const closedPort: Effect.Effect<number> = Effect.async<number>((resume) => {
@@ -92,4 +65,61 @@ export const redisClient = (options: RedisOptions = {}) =>
   Effect.acquireRelease(
     Effect.sync(() => new Redis(redisUrl, { lazyConnect: false, maxRetriesPerRequest: 1, ...options })),
     (client) => Effect.promise(() => client.quit().catch(() => client.disconnect()))
+  )
+
+/**
+ * A TCP proxy to `target` that can be taken down and brought back: `down`
+ * destroys every open connection and refuses new ones (as a crashed server
+ * would look), `up` accepts again, so clients that reconnect recover.
+ */
+export const switchableProxy = (target: { readonly host: string; readonly port: number }) =>
+  Effect.acquireRelease(
+    Effect.async<
+      {
+        readonly port: number
+        readonly down: Effect.Effect<void>
+        readonly up: Effect.Effect<void>
+        readonly close: () => void
+      }
+    >(
+      (resume) => {
+        const sockets = new Set<net.Socket>()
+        let accepting = true
+        const server = net.createServer((client) => {
+          if (!accepting) {
+            client.destroy()
+            return
+          }
+          const upstream = net.connect(target.port, target.host)
+          sockets.add(client)
+          sockets.add(upstream)
+          const drop = () => {
+            client.destroy()
+            upstream.destroy()
+            sockets.delete(client)
+            sockets.delete(upstream)
+          }
+          client.on("error", drop).on("close", drop)
+          upstream.on("error", drop).on("close", drop)
+          client.pipe(upstream).pipe(client)
+        })
+        const down = Effect.sync(() => {
+          accepting = false
+          for (const socket of sockets) socket.destroy()
+          sockets.clear()
+        })
+        const up = Effect.sync(() => {
+          accepting = true
+        })
+        const close = () => {
+          accepting = false
+          server.close()
+          for (const socket of sockets) socket.destroy()
+        }
+        server.listen(0, "127.0.0.1", () => {
+          resume(Effect.succeed({ port: (server.address() as net.AddressInfo).port, down, up, close }))
+        })
+      }
+    ),
+    (proxy) => Effect.sync(proxy.close)
   )
