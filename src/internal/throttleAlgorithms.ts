@@ -65,22 +65,23 @@ interface Evaluation {
   /** How long until the request fits (0: it fits now). */
   readonly waitMs: number
   /** The decision's figures and the next state, when the request is admitted. */
-  readonly admit: () => { readonly remaining: number; readonly resetAfterMs: number; readonly state: State }
+  readonly admitRemaining: number
+  readonly admitResetAfterMs: number
+  readonly admitState: State
 }
 
 const outcome = (evaluation: Evaluation, state: State | undefined, cost: number): Outcome => {
   const limit = evaluation.capacity
   if (cost <= limit && evaluation.waitMs === 0) {
-    const admitted = evaluation.admit()
     return {
       decision: {
         allowed: true,
         limit,
-        remaining: admitted.remaining,
-        resetAfterMs: admitted.resetAfterMs,
+        remaining: evaluation.admitRemaining,
+        resetAfterMs: evaluation.admitResetAfterMs,
         retryAfterMs: 0
       },
-      state: admitted.state
+      state: evaluation.admitState
     }
   }
   return {
@@ -106,11 +107,9 @@ const gcra = (params: Params, state: State | undefined, now: number, cost: numbe
     remaining: floor((tolerance - (tat - now)) / interval),
     resetAfterMs: ceil(tat - now),
     waitMs: next - now <= tolerance + 1e-9 ? 0 : ceil(next - now - tolerance),
-    admit: () => ({
-      remaining: floor((tolerance - (next - now)) / interval),
-      resetAfterMs: ceil(next - now),
-      state: { _tag: "gcra", tat: next }
-    })
+    admitRemaining: floor((tolerance - (next - now)) / interval),
+    admitResetAfterMs: ceil(next - now),
+    admitState: { _tag: "gcra", tat: next }
   }
 }
 
@@ -124,11 +123,9 @@ const fixedWindow = (params: Params, state: State | undefined, now: number, cost
     resetAfterMs,
     // Windows are aligned: a request that does not fit now fits when this window ends.
     waitMs: count + cost <= params.limit ? 0 : resetAfterMs,
-    admit: () => ({
-      remaining: params.limit - count - cost,
-      resetAfterMs,
-      state: { _tag: "fixed-window", start, count: count + cost }
-    })
+    admitRemaining: params.limit - count - cost,
+    admitResetAfterMs: resetAfterMs,
+    admitState: { _tag: "fixed-window", start, count: count + cost }
   }
 }
 
@@ -161,11 +158,9 @@ const slidingWindow = (params: Params, state: State | undefined, now: number, co
     remaining: floor(params.limit - estimate),
     resetAfterMs: current > 0 ? start + 2 * w - now : previous > 0 ? start + w - now : 0,
     waitMs,
-    admit: () => ({
-      remaining: floor(params.limit - estimate - cost),
-      resetAfterMs: start + 2 * w - now,
-      state: { _tag: "sliding-window", start, current: current + cost, previous }
-    })
+    admitRemaining: floor(params.limit - estimate - cost),
+    admitResetAfterMs: start + 2 * w - now,
+    admitState: { _tag: "sliding-window", start, current: current + cost, previous }
   }
 }
 
@@ -186,11 +181,9 @@ const tokenBucket = (params: Params, state: State | undefined, now: number, cost
     remaining: floor(tokens),
     resetAfterMs: ceil((capacity - tokens) / rate),
     waitMs: tokens + 1e-9 >= cost ? 0 : ceil((cost - tokens) / rate),
-    admit: () => ({
-      remaining: floor(tokens - cost),
-      resetAfterMs: ceil((capacity - tokens + cost) / rate),
-      state: { _tag: "token-bucket", tokens: tokens - cost, updatedAt: now }
-    })
+    admitRemaining: floor(tokens - cost),
+    admitResetAfterMs: ceil((capacity - tokens + cost) / rate),
+    admitState: { _tag: "token-bucket", tokens: tokens - cost, updatedAt: now }
   }
 }
 
