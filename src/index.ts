@@ -57,3 +57,13 @@ export * as TenantRegistry from "./TenantRegistry.js"
  * @since 0.1.0
  */
 export * as TenantStore from "./TenantStore.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Throttle from "./Throttle.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as ThrottleBackend from "./ThrottleBackend.js"
