@@ -81,9 +81,13 @@ const countingPrimary = Effect.gen(function*() {
   return { store: counted, reads }
 })
 
-/** One cache instance (its own L1 and subscriber) over `primary`. */
+/**
+ * One cache instance (its own L1 and subscriber) over `primary`. The Redis
+ * timeout is generous unless a test sets it: these tests are about what the
+ * cache holds, and a loaded CI machine can be slower than the 100 ms default.
+ */
 const makeCache = (primary: TenantStore.TenantStore["Type"], client: Redis, options: TenantStoreRedis.Options) =>
-  TenantStoreRedis.make(options).pipe(
+  TenantStoreRedis.make({ redisTimeout: "2 seconds", ...options }).pipe(
     Effect.provideService(TenantStore.TenantStore, primary),
     Effect.provideService(RedisClient.RedisClient, RedisClient.make(client))
   )

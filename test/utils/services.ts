@@ -60,11 +60,32 @@ export const withPort = (url: string, port: number): string => {
   return u.toString()
 }
 
-/** An ioredis client for a test, closed with the scope. */
+/**
+ * An ioredis client for a test, connected (status "ready") before it is
+ * returned and closed with the scope. Code under test treats a client that is
+ * not ready as unavailable, so a test must not race the connection: on a busy
+ * machine the handshake can take longer than the test's first command.
+ */
 export const redisClient = (options: RedisOptions = {}) =>
   Effect.acquireRelease(
     Effect.sync(() => new Redis(redisUrl, { lazyConnect: false, maxRetriesPerRequest: 1, ...options })),
     (client) => Effect.promise(() => client.quit().catch(() => client.disconnect()))
+  ).pipe(
+    Effect.tap((client) =>
+      client.status === "ready" || options.lazyConnect === true
+        ? Effect.void
+        : Effect.async<void, Error>((resume) => {
+          const ready = () => {
+            client.off("error", failed)
+            resume(Effect.void)
+          }
+          const failed = (error: Error) => {
+            client.off("ready", ready)
+            resume(Effect.fail(error))
+          }
+          client.once("ready", ready).once("error", failed)
+        }).pipe(Effect.orDie)
+    )
   )
 
 /**
