@@ -37,6 +37,7 @@ import * as MetricBoundaries from "effect/MetricBoundaries"
 import * as MetricKey from "effect/MetricKey"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
+import { makeSampledWarning } from "./internal/sampledWarning.js"
 import * as internalContext from "./internal/tenantContext.js"
 import { excerpt } from "./internal/text.js"
 import * as Rate from "./Rate.js"
@@ -503,6 +504,15 @@ const openVerdict = (throttle: Throttle, request: Request | undefined): Verdict 
     retryAfterMs: 0
   }
 
+// While a backend is down every fail-open check fails the same way: one
+// warning per backend every 10 s, with the count of those held back.
+const sampledWarning = globalValue(
+  Symbol.for("effect-tenancy/Throttle/failOpenWarning"),
+  () => makeSampledWarning()
+)
+const failOpenWarning = (error: ThrottleBackendError) =>
+  sampledWarning(error.backend, "Throttle backend failed; admitting requests (fail-open)", error)
+
 const invalidCost = (cost: number) =>
   Effect.dieMessage(`Throttle: the cost of a check must be a non-negative integer, got ${String(cost)}`)
 
@@ -599,10 +609,7 @@ const run = (
         for (const throttle of throttles) countersFor(throttle.uid, tenantLabel).backendErrors.unsafeUpdate(1, [])
         if (throttles.some((throttle) => throttle.onBackendError === "fail-closed")) return Effect.fail(error)
         const verdicts = throttles.map((throttle, i) => openVerdict(throttle, requests[i]))
-        return Effect.as(
-          Effect.logWarning("Throttle backend failed; admitting the request (fail-open)", error),
-          verdicts
-        )
+        return Effect.as(failOpenWarning(error), verdicts)
       }
     })
   })
@@ -661,10 +668,7 @@ const runOne = (
       onFailure: (error) => {
         slot.counters.backendErrors.unsafeUpdate(1, noTags)
         if (throttle.onBackendError === "fail-closed") return Effect.fail(error)
-        return Effect.as(
-          Effect.logWarning("Throttle backend failed; admitting the request (fail-open)", error),
-          openVerdict(throttle, request)
-        )
+        return Effect.as(failOpenWarning(error), openVerdict(throttle, request))
       }
     })
   })

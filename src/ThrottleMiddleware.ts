@@ -55,7 +55,9 @@ import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import { globalValue } from "effect/GlobalValue"
 import * as address from "./internal/clientAddress.js"
+import { makeSampledWarning } from "./internal/sampledWarning.js"
 import type * as Rate from "./Rate.js"
 import { problem } from "./TenancyMiddleware.js"
 import * as Throttle from "./Throttle.js"
@@ -332,6 +334,12 @@ export const throttleUnavailable = (
 // the middleware
 // -----------------------------------------------------------------------------
 
+// One warning per backend every 10 s while it is down, not one per request.
+const sampledWarning = globalValue(
+  Symbol.for("effect-tenancy/ThrottleMiddleware/failClosedWarning"),
+  () => makeSampledWarning()
+)
+
 const isEffect = <A, R>(u: A | Effect.Effect<A, never, R>): u is Effect.Effect<A, never, R> => Effect.isEffect(u)
 
 /**
@@ -367,7 +375,7 @@ export const make = <R = never>(
     error._tag === "RateLimitExceeded"
       ? Effect.succeed(rejection(fields, error))
       : Effect.as(
-        Effect.logWarning("Throttle backend failed; refusing the request (fail-closed)", error),
+        sampledWarning(error.backend, "Throttle backend failed; refusing requests with 503 (fail-closed)", error),
         throttleUnavailable(error, { debug })
       )
 

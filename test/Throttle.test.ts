@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Either, Exit, Layer, Metric, TestClock } from "effect"
+import { Effect, Either, Exit, HashMap, Layer, Logger, Metric, Option, TestClock } from "effect"
 import * as Rate from "effect-tenancy/Rate"
 import { withTenant } from "effect-tenancy/TenantContext"
 import * as TenantRegistry from "effect-tenancy/TenantRegistry"
@@ -22,16 +22,16 @@ const tenants = Layer.effectDiscard(
 const memory = ThrottleBackend.layerMemory()
 
 /** A backend that fails while `down` is set, and otherwise answers from a memory store. */
-const switchable = () => {
+const switchable = (name = "switchable") => {
   const store = ThrottleBackend.unsafeMakeMemoryStore()
   const state = { down: false, calls: 0 }
   const backend = ThrottleBackend.ThrottleBackend.of({
-    name: "switchable",
+    name,
     run: (requests, mode) =>
       Effect.suspend(() => {
         state.calls++
         return state.down
-          ? Effect.fail(new ThrottleBackend.ThrottleBackendError({ backend: "switchable", reason: "Unavailable" }))
+          ? Effect.fail(new ThrottleBackend.ThrottleBackendError({ backend: name, reason: "Unavailable" }))
           : Effect.map(Effect.clockWith((clock) => clock.currentTimeMillis), (now) => store.run(requests, mode, now))
       }),
     health: Effect.die("unused")
@@ -208,6 +208,34 @@ describe("Throttle", () => {
         yield* open.check()
         assert.strictEqual((yield* Effect.flip(open.check()))._tag, "RateLimitExceeded", "counts again when back")
       }).pipe(Effect.provideService(ThrottleBackend.ThrottleBackend, backend))
+    })
+
+    it.scoped("fail-open warns once per backend every 10 s, with the count of warnings held back", () => {
+      const { backend, state } = switchable(uid("sampled"))
+      const warnings: Array<{ readonly message: string; readonly suppressed: Option.Option<unknown> }> = []
+      const capture = Logger.make(({ annotations, logLevel, message }) => {
+        if (logLevel._tag !== "Warning") return
+        const parts = Array.isArray(message) ? message : [message]
+        warnings.push({ message: String(parts[0]), suppressed: HashMap.get(annotations, "suppressed") })
+      })
+      return Effect.gen(function*() {
+        state.down = true
+        const open = yield* Throttle.make({ uid: uid("open"), rate: "1/min", onBackendError: "fail-open" })
+        for (let i = 0; i < 5; i++) assert.isTrue((yield* open.check()).allowed)
+        assert.strictEqual(warnings.length, 1)
+        assert.include(warnings[0].message, "fail-open")
+        assert.isTrue(Option.isNone(warnings[0].suppressed))
+        yield* TestClock.adjust("9 seconds")
+        yield* open.check()
+        assert.strictEqual(warnings.length, 1)
+        yield* TestClock.adjust("1 second")
+        yield* open.check()
+        assert.strictEqual(warnings.length, 2)
+        assert.deepStrictEqual(warnings[1].suppressed, Option.some(5))
+      }).pipe(
+        Effect.provideService(ThrottleBackend.ThrottleBackend, backend),
+        Effect.provide(Logger.replace(Logger.defaultLogger, capture))
+      )
     })
 
     it.scoped("insurance: answers from the fallback, opens the circuit, probes after resetAfter, closes", () =>

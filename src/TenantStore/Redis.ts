@@ -42,6 +42,7 @@ import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import type { Cluster, Redis } from "ioredis"
 import { HealthStatus } from "../Health.js"
+import { makeSampledWarning } from "../internal/sampledWarning.js"
 import { RedisClient } from "../RedisClient.js"
 import { isTenantId, type Tenant, TenantFromJson, type TenantId } from "../Tenant.js"
 import type { TenantStoreError } from "../TenantError.js"
@@ -529,20 +530,16 @@ const makeWith = (
     // Keys whose invalidation could not reach Redis: until the retry lands (or
     // the Redis entry has surely expired), this instance bypasses Redis for them.
     const dirty = new Map<string, number>()
-    let lastNotReadyWarning = Number.NEGATIVE_INFINITY
+    const notReadyWarning = makeSampledWarning()
 
     // While the client is not connected, a command would only queue in ioredis
     // and wait for `redisTimeout`: skip Redis at once (the warning at most every 10 s).
-    const notReady = Effect.flatMap(Clock.currentTimeMillis, (now) => {
-      const log = now - lastNotReadyWarning >= 10_000
-      if (log) lastNotReadyWarning = now
-      return Effect.zipRight(
-        Metric.increment(metrics.redisErrors),
-        log
-          ? Effect.logWarning(`Tenant cache: Redis is ${client.status}; reading from the primary store`)
-          : Effect.void
+    const notReady = Effect.zipRight(
+      Metric.increment(metrics.redisErrors),
+      Effect.suspend(() =>
+        notReadyWarning("not-ready", `Tenant cache: Redis is ${client.status}; reading from the primary store`)
       )
-    })
+    )
 
     const readRedis = (key: CacheKey): Effect.Effect<Cached> => {
       const k = keyOf(key)
