@@ -76,7 +76,14 @@ export interface ClientAddressOptions {
    * none: the header is ignored and the peer is the client.
    */
   readonly trustedProxies?: ReadonlyArray<string> | undefined
-  /** The forwarded header (default `x-forwarded-for`). */
+  /**
+   * The forwarded header (default `x-forwarded-for`). `forwarded` is read as
+   * RFC 7239 (`Forwarded: for=192.0.2.60;proto=https, for="[2001:db8::17]:4711"`):
+   * the `for` parameter of each element, walked from the right like
+   * `X-Forwarded-For`; an obfuscated or `unknown` node ends the walk at the
+   * nearest trusted proxy. Any other name is a comma-separated list of
+   * addresses (`X-Real-IP` is a list of one).
+   */
   readonly forwardedHeader?: string | undefined
   /** IPv6 clients are grouped by this many leading bits (default 64; e.g. 56, or 128 for none). */
   readonly ipv6Prefix?: number | undefined
@@ -142,8 +149,8 @@ export const clientAddress = (
     if (cidr === undefined) throw new RangeError(`ThrottleMiddleware: invalid trusted proxy ${JSON.stringify(text)}`)
     return cidr
   })
-  const settings: address.Settings = { trusted, maxHops: 64 }
   const header = (options.forwardedHeader ?? "x-forwarded-for").toLowerCase()
+  const settings: address.Settings = { trusted, maxHops: 64, rfc7239: header === "forwarded" }
   const v6 = checkPrefix("ipv6Prefix", options.ipv6Prefix ?? 64, 128)
   const v4 = checkPrefix("ipv4Prefix", options.ipv4Prefix ?? 32, 32)
   return (request) => {

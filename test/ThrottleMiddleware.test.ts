@@ -296,6 +296,28 @@ describe("ThrottleMiddleware", () => {
       assert.strictEqual(realIp(request("10.0.0.1", { "x-real-ip": "198.51.100.9" })), "198.51.100.9")
     })
 
+    it("RFC 7239 Forwarded: the for parameter of each element, right to left; obfuscated nodes end the walk", () => {
+      const client = ThrottleMiddleware.clientAddress({ trustedProxies: ["10.0.0.0/8"], forwardedHeader: "Forwarded" })
+      const forwarded = (value: string) => client(request("10.0.0.1", { forwarded: value }))
+      assert.strictEqual(forwarded("for=198.51.100.1;proto=https;by=10.0.0.1"), "198.51.100.1")
+      // Case-insensitive names, quoted values, ports, IPv6 in brackets (grouped by /64).
+      assert.strictEqual(forwarded("For=\"198.51.100.1:4711\""), "198.51.100.1")
+      assert.strictEqual(forwarded("for=\"[2001:db8:cafe::17]:4711\""), "2001:db8:cafe::/64")
+      // Right to left through trusted hops; what the client wrote on the left is ignored.
+      assert.strictEqual(
+        forwarded("for=6.6.6.6, for=198.51.100.2;proto=http, for=10.0.0.7;by=10.0.0.1"),
+        "198.51.100.2"
+      )
+      // An element without for, an obfuscated node, or "unknown": the nearest trusted proxy.
+      assert.strictEqual(forwarded("proto=https, for=10.0.0.7"), "10.0.0.7")
+      assert.strictEqual(forwarded("for=_hidden, for=10.0.0.7"), "10.0.0.7")
+      assert.strictEqual(forwarded("for=unknown"), "10.0.0.1")
+      assert.strictEqual(forwarded("for=\"garbage"), "10.0.0.1")
+      // An untrusted peer's Forwarded is ignored; X-Forwarded-For is not read in this mode.
+      assert.strictEqual(client(request("203.0.113.5", { forwarded: "for=198.51.100.1" })), "203.0.113.5")
+      assert.strictEqual(client(request("10.0.0.1", { "x-forwarded-for": "198.51.100.1" })), "10.0.0.1")
+    })
+
     it("malformed input never crashes: a bad hop ends the walk at the nearest trusted proxy", () => {
       const client = ThrottleMiddleware.clientAddress({ trustedProxies: ["10.0.0.0/8"] })
       for (

@@ -248,6 +248,26 @@ export interface Settings {
   readonly trusted: ReadonlyArray<Cidr>
   /** Longest run of trusted hops walked in the forwarded header. */
   readonly maxHops: number
+  /** The header is RFC 7239 `Forwarded` (`for=...;proto=...`), not a list of addresses. */
+  readonly rfc7239: boolean
+}
+
+/**
+ * The `for` parameter of one RFC 7239 element (`for=192.0.2.60;proto=http`,
+ * `For="[2001:db8:cafe::17]:4711"`), unquoted; `undefined` when there is none.
+ * An obfuscated (`_hidden`) or `unknown` node comes back as written and then
+ * does not parse as an address, which ends the walk.
+ */
+const forParameter = (element: string): string | undefined => {
+  for (const pair of element.split(";")) {
+    const eq = pair.indexOf("=")
+    if (eq === -1 || pair.slice(0, eq).trim().toLowerCase() !== "for") continue
+    const value = pair.slice(eq + 1).trim()
+    return value.length >= 2 && value.startsWith("\"") && value.endsWith("\"")
+      ? value.slice(1, -1).replace(/\\(.)/g, "$1")
+      : value
+  }
+  return undefined
 }
 
 const isTrusted = (settings: Settings, address: Address): boolean => {
@@ -277,7 +297,9 @@ export const client = (
   // From the right, one comma-separated hop at a time (no split of the whole header).
   for (let end = forwarded.length, walked = 0; end >= 0 && walked < settings.maxHops; walked++) {
     const comma = forwarded.lastIndexOf(",", end - 1)
-    const hop = parse(forwarded.slice(comma + 1, end))
+    const element = forwarded.slice(comma + 1, end)
+    const text = settings.rfc7239 ? forParameter(element) : element
+    const hop = text === undefined ? undefined : parse(text)
     if (hop === undefined) return current
     current = hop
     if (!isTrusted(settings, hop)) return hop
