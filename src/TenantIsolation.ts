@@ -16,7 +16,9 @@
  * Every tenant-scoped statement runs in a transaction whose first statement
  * positions it with `set_config(..., true)` (transaction-local), sent together
  * with `BEGIN` in one round trip. Nothing tenant-specific survives on a pooled
- * connection after commit or rollback, whatever the error or interruption.
+ * connection after commit or rollback, whatever the error or interruption;
+ * temporary tables, which do, are dropped by `DISCARD TEMP` in that same
+ * round trip before the next tenant's statements.
  *
  * ```ts
  * const program = Effect.gen(function*() {
@@ -495,7 +497,7 @@ class ActiveScope extends Context.Tag("effect-tenancy/TenantIsolation/ActiveScop
 
 /**
  * Runs `self` in a transaction on a connection reserved from `client`, whose
- * first round trip is `begin` (`BEGIN; SELECT set_config(...)`). The
+ * first round trip is `begin` (`BEGIN; DISCARD TEMP; SELECT set_config(...)`). The
  * connection is provided as `SqlClient.TransactionConnection`, so every
  * statement of `self` (and nested `withTransaction` savepoints) runs on it.
  *
@@ -601,7 +603,13 @@ interface Plan {
   readonly strategy: Strategy
   /** The schema or database name (schema and database tenants). */
   readonly name: string | undefined
-  /** `BEGIN; SELECT set_config(...)`: one round trip. */
+  /**
+   * `BEGIN; DISCARD TEMP; SELECT set_config(...)`: one round trip. Temporary
+   * tables outlive COMMIT and `pg_temp` is searched first, so a previous
+   * user's temporary objects would shadow (and, without RLS, expose) tables;
+   * `DISCARD TEMP` drops them inside the transaction (a no-op when the
+   * session has none).
+   */
   readonly begin: string
 }
 
@@ -693,13 +701,13 @@ export const make = (
           name = schemaName(id)
           if (!safeIdentifier.test(name)) return Either.left(new UnsafeIdentifier({ kind: "schema", name }))
           const path = [`"${name}"`, ...searchPathExtra].join(", ")
-          begin = `BEGIN; SELECT set_config('search_path', ${literal(path)}, true), ${tenantSetting}`
+          begin = `BEGIN; DISCARD TEMP; SELECT set_config('search_path', ${literal(path)}, true), ${tenantSetting}`
         } else {
           if (strategy === "database") {
             name = databaseName(id)
             if (!safeIdentifier.test(name)) return Either.left(new UnsafeIdentifier({ kind: "database", name }))
           }
-          begin = `BEGIN; SELECT ${tenantSetting}`
+          begin = `BEGIN; DISCARD TEMP; SELECT ${tenantSetting}`
         }
         const plan: Plan = { strategy, name, begin }
         if (plans.size >= 10_000) plans.clear()

@@ -516,6 +516,45 @@ describe("TenantIsolation", () => {
   )
 
   it.scopedLive(
+    "a tenant's temporary tables are gone for the next tenant on the same connection (rls and schema)",
+    () =>
+      Effect.gen(function*() {
+        const s = yield* setup("iso_temp", { appConnections: 1 })
+        yield* protect(s.admin)
+        const database = yield* s.admin<{ readonly db: string }>`SELECT current_database() AS db`
+        yield* s.admin.unsafe(`GRANT TEMPORARY ON DATABASE "${database[0]!.db}" TO "${s.role}"`)
+        const isolation = yield* make(s.app, {
+          strategy: TenantIsolation.hybrid({ tiers: { premium: "schema" }, fallback: "rls" }),
+          admin: s.admin,
+          migrations
+        })
+        // A temporary table shadowing `items` (pg_temp is searched first), holding a secret row.
+        const plant = isolation.scoped(Effect.flatMap(Sql.SqlClient, (sql) =>
+          Effect.zipRight(
+            sql`CREATE TEMP TABLE items (tenant_id text, id int, label text, body text)`,
+            sql`INSERT INTO items VALUES ('secret', 99, 'secret', 'secret')`
+          )))
+        for (const tier of ["standard", "premium"]) {
+          const a = tenant(randomId("ta"), { tier })
+          const b = tenant(randomId("tb"), { tier })
+          yield* isolation.provision(b)
+          if (tier === "premium") yield* insertItem(isolation, b, 1)
+          else {
+            yield* isolation.scoped(Effect.flatMap(
+              Sql.SqlClient,
+              (sql) => sql`INSERT INTO items (tenant_id, id, body) VALUES (${b.id}, 1, ${b.id})`
+            )).pipe(Effect.provideService(CurrentTenant, b))
+          }
+          yield* plant.pipe(Effect.provideService(CurrentTenant, a))
+          const seen = yield* isolation.scoped(readItems).pipe(Effect.provideService(CurrentTenant, b))
+          assert.deepStrictEqual(seen.map((r) => r.id), [1], tier)
+          assert.notInclude(JSON.stringify(seen), "secret", tier)
+        }
+      }),
+    { timeout: 30_000 }
+  )
+
+  it.scopedLive(
     "database: provision creates and migrates a database, scoped reads and writes, deprovision drops it",
     () =>
       Effect.gen(function*() {
