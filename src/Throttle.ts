@@ -42,7 +42,7 @@ import * as internalContext from "./internal/tenantContext.js"
 import { excerpt } from "./internal/text.js"
 import * as Rate from "./Rate.js"
 import type { Algorithm, Decision, Mode, Policy, Request } from "./ThrottleBackend.js"
-import { ThrottleBackend, ThrottleBackendError } from "./ThrottleBackend.js"
+import { minimumGcraIntervalMs, ThrottleBackend, ThrottleBackendError } from "./ThrottleBackend.js"
 
 /**
  * A throttle's answer for one request, with the throttle it came from.
@@ -238,6 +238,12 @@ export const make = (
     const algorithm = options.algorithm ?? "gcra"
     if (options.burst !== undefined && (algorithm === "fixed-window" || algorithm === "sliding-window")) {
       return yield* refuse(`the ${algorithm} algorithm has no burst (its limit is the burst)`)
+    }
+    if (algorithm === "gcra" && rate._tag === "Limited" && rate.windowMs / rate.limit < minimumGcraIntervalMs) {
+      return yield* refuse(
+        `GCRA counts at most one unit per ${minimumGcraIntervalMs} ms (20,000 a second) per key; ` +
+          "for a faster rate use the sliding-window or fixed-window algorithm"
+      )
     }
     yield* Effect.acquireRelease(
       Effect.suspend(() => {
@@ -516,39 +522,49 @@ const failOpenWarning = (error: ThrottleBackendError) =>
 const invalidCost = (cost: number) =>
   Effect.dieMessage(`Throttle: the cost of a check must be a non-negative integer, got ${String(cost)}`)
 
-// Builds the backend requests: `undefined` for throttles with no limit.
+// The backend requests of a batch, one per distinct key (a throttle named
+// twice is one request of the summed cost: a backend decides each key once),
+// and for each throttle the index of its request (-1: no limit).
 const requestsOf = (
   throttles: ReadonlyArray<Throttle>,
   tenantId: string | undefined,
   options: Throttle.CheckOptions | undefined
-): ReadonlyArray<Request | undefined> => {
-  const requests = new Array<Request | undefined>(throttles.length)
+): { readonly requests: ReadonlyArray<Request>; readonly indexOf: ReadonlyArray<number> } => {
+  const requests: Array<Request> = []
+  const indexOf = new Array<number>(throttles.length)
   for (let i = 0; i < throttles.length; i++) {
     const throttle = throttles[i]
-    requests[i] = throttle.policy === undefined ? undefined : {
-      key: keyOf(throttle, tenantId, options?.identifier ?? throttle.defaultIdentifier),
-      policy: throttle.policy,
-      cost: options?.cost ?? throttle.defaultCost
+    if (throttle.policy === undefined) {
+      indexOf[i] = -1
+      continue
+    }
+    const key = keyOf(throttle, tenantId, options?.identifier ?? throttle.defaultIdentifier)
+    const cost = options?.cost ?? throttle.defaultCost
+    const same = requests.findIndex((request) => request.key === key)
+    if (same === -1) {
+      indexOf[i] = requests.push({ key, policy: throttle.policy, cost }) - 1
+    } else {
+      indexOf[i] = same
+      requests[same] = { ...requests[same], cost: requests[same].cost + cost }
     }
   }
-  return requests
+  return { requests, indexOf }
 }
 
 const verdictsOf = (
   throttles: ReadonlyArray<Throttle>,
-  requests: ReadonlyArray<Request | undefined>,
+  indexOf: ReadonlyArray<number>,
   decisions: ReadonlyArray<Decision>
 ): { readonly verdicts: ReadonlyArray<Verdict>; readonly allowed: boolean } => {
   const verdicts = new Array<Verdict>(throttles.length)
   let allowed = true
-  let j = 0
   for (let i = 0; i < throttles.length; i++) {
     const throttle = throttles[i]
-    if (requests[i] === undefined) {
+    if (indexOf[i] === -1) {
       verdicts[i] = unlimitedVerdict(throttle)
       continue
     }
-    const decision = decisions[j++]
+    const decision = decisions[indexOf[i]]
     if (!decision.allowed) allowed = false
     verdicts[i] = verdictOf(throttle, decision)
   }
@@ -582,13 +598,10 @@ const run = (
       | internalContext.CurrentTenant["Type"]
       | undefined
     const tenantId = tenant?.id
-    const requests = requestsOf(throttles, tenantId, options)
-    const limited = requests.length === 1
-      ? (requests[0] === undefined ? [] : requests as ReadonlyArray<Request>)
-      : requests.filter((request): request is Request => request !== undefined)
+    const { indexOf, requests: limited } = requestsOf(throttles, tenantId, options)
     const tenantLabel = tenantId ?? "-"
     const finish = (decisions: ReadonlyArray<Decision>) => {
-      const { allowed, verdicts } = verdictsOf(throttles, requests, decisions)
+      const { allowed, verdicts } = verdictsOf(throttles, indexOf, decisions)
       record(throttles, tenantLabel, verdicts, mode)
       return allowed || mode !== "consume"
         ? Effect.succeed(verdicts)
@@ -608,7 +621,7 @@ const run = (
       onFailure: (error) => {
         for (const throttle of throttles) countersFor(throttle.uid, tenantLabel).backendErrors.unsafeUpdate(1, [])
         if (throttles.some((throttle) => throttle.onBackendError === "fail-closed")) return Effect.fail(error)
-        const verdicts = throttles.map((throttle, i) => openVerdict(throttle, requests[i]))
+        const verdicts = throttles.map((throttle, i) => openVerdict(throttle, limited[indexOf[i]]))
         return Effect.as(failOpenWarning(error), verdicts)
       }
     })

@@ -52,7 +52,9 @@ export const algorithmNames: ReadonlyArray<Algorithm> = ["gcra", "fixed-window",
 /**
  * What a key is limited to: `limit` units per `windowMs` milliseconds, and
  * for GCRA and the token bucket how many may be used at once (`burst`,
- * default `limit`).
+ * default `limit`). GCRA keeps a millisecond timestamp advanced by
+ * `windowMs / limit` per unit, so that interval must be at least
+ * `minimumGcraIntervalMs` (`Throttle.make` checks it).
  *
  * @since 0.1.0
  * @category models
@@ -63,6 +65,19 @@ export interface Policy {
   readonly windowMs: number
   readonly burst?: number | undefined
 }
+
+/**
+ * The smallest GCRA interval (`windowMs / limit`), 0.05 ms: 20,000 units a
+ * second per key. GCRA's state is a theoretical arrival time in epoch
+ * milliseconds; a double holds such a time to about 0.0005 ms until 2109,
+ * so a finer interval would be rounded by more than 0.5% at each step (and
+ * under 0.00025 ms not counted at all). Faster rates: the fixed-window or
+ * sliding-window algorithm, whose state is a count.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const minimumGcraIntervalMs = 0.05
 
 /**
  * One request of a batch: the counter `key`, its policy and the cost.
@@ -140,7 +155,8 @@ export class ThrottleBackend extends Context.Tag("effect-tenancy/ThrottleBackend
   /**
    * Decides `requests` together. In `consume` mode the batch is counted only
    * when every request is allowed. The decisions come back in the order of
-   * `requests`.
+   * `requests`. The keys of a batch are distinct (`Throttle` merges a
+   * throttle named twice into one request of the summed cost).
    */
   readonly run: (
     requests: ReadonlyArray<Request>,
@@ -284,6 +300,8 @@ export const unsafeMakeMemoryStore = (options?: Memory.Options) => {
 
   const runOne = (request: Request, mode: Mode, now: number): Decision => {
     const entry = entries.get(request.key)
+    // Every check is a use, refused ones too: the key being hammered is the last to go.
+    if (entry !== undefined) entry.used = true
     const policy = request.policy
     if (mode === "refund") {
       const state = algorithms.refund(policy, live(entry, now), now, request.cost)
@@ -301,7 +319,11 @@ export const unsafeMakeMemoryStore = (options?: Memory.Options) => {
   const run = (requests: ReadonlyArray<Request>, mode: Mode, now: number): ReadonlyArray<Decision> => {
     if (requests.length === 1) return [runOne(requests[0], mode, now)]
     if (mode === "refund") return requests.map((request) => runOne(request, mode, now))
-    const found = requests.map((request) => entries.get(request.key))
+    const found = requests.map((request) => {
+      const entry = entries.get(request.key)
+      if (entry !== undefined) entry.used = true
+      return entry
+    })
     const outcomes = requests.map((request, i) =>
       algorithms.decide(request.policy.algorithm, request.policy, live(found[i], now), now, request.cost)
     )

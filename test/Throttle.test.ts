@@ -69,7 +69,28 @@ describe("Throttle", () => {
           Throttle.make({ uid: uid("b"), rate: "5/min", algorithm: "fixed-window", burst: 3 })
         )
         assert.include(windowBurst.message, "no burst")
+        // GCRA's interval must be representable next to an epoch-millisecond timestamp.
+        const fast = yield* Effect.flip(Throttle.make({ uid: uid("g"), rate: "10000000/s" }))
+        assert.strictEqual(fast._tag, "InvalidThrottle")
+        assert.include(fast.message, "sliding-window")
+        yield* Throttle.make({ uid: uid("g"), rate: "20000/s" })
+        yield* Throttle.make({ uid: uid("g"), rate: "10000000/s", algorithm: "sliding-window" })
       }))
+
+    it.scoped("GCRA at its fastest rate still counts exactly at realistic dates", () =>
+      Effect.gen(function*() {
+        const throttle = yield* Throttle.make({ uid: uid("fast"), rate: "20000/s", burst: 10 })
+        let admitted = 0
+        for (let i = 0; i < 1_000; i++) if (Either.isRight(yield* Effect.either(throttle.check()))) admitted++
+        assert.strictEqual(admitted, 10)
+        yield* TestClock.adjust("1 millis") // 20 units' worth of time, capped by the burst
+        for (let i = 0; i < 1_000; i++) if (Either.isRight(yield* Effect.either(throttle.check()))) admitted++
+        assert.strictEqual(admitted, 20)
+      }).pipe(
+        Effect.provide(memory),
+        // Before the memory layer starts its sweeper, which would otherwise run for every 10 s until 2100.
+        (program) => Effect.zipRight(TestClock.setTime(Date.UTC(2100, 0, 1)), program)
+      ))
 
     it.scoped("a negative cost at check time is a defect, not a silent pass", () =>
       Effect.gen(function*() {
@@ -155,6 +176,16 @@ describe("Throttle", () => {
           [day.uid]
         )
         assert.strictEqual((yield* minute.peek()).remaining, 0, "the day's refusal consumed nothing of the minute")
+      }).pipe(Effect.provide(memory)))
+
+    it.scoped("a throttle named twice in one batch counts twice", () =>
+      Effect.gen(function*() {
+        const throttle = yield* Throttle.make({ uid: uid("twice"), rate: "3/min" })
+        const verdicts = yield* Throttle.checkAll([throttle, throttle])
+        assert.deepStrictEqual(verdicts.map((v) => v.remaining), [1, 1])
+        const refused = yield* Effect.flip(Throttle.checkAll([throttle, throttle]))
+        assert.strictEqual(refused._tag, "RateLimitExceeded", "two more do not fit in the one left")
+        assert.strictEqual((yield* throttle.check()).remaining, 0, "the refused pair took nothing")
       }).pipe(Effect.provide(memory)))
   })
 
@@ -295,11 +326,13 @@ describe("Throttle", () => {
             Effect.provideService(ThrottleBackend.ThrottleBackend, memory.backend)
           )
         for (const id of ["a", "b", "c"]) yield* check(id)
-        assert.isTrue(Either.isLeft(yield* check("a")), "a is counted (a refusal writes nothing)")
-        yield* check("d") // evicts the least recently written: a
+        // A refused check is a use too: the key being hammered is the last one dropped.
+        assert.isTrue(Either.isLeft(yield* check("a")), "a is counted")
+        yield* check("d") // evicts the least recently used: b
         assert.strictEqual((yield* memory.stats).keys, 3)
         assert.strictEqual((yield* memory.stats).evicted, 1)
-        assert.isTrue(Either.isRight(yield* check("a")), "a was evicted and starts again")
+        assert.isTrue(Either.isLeft(yield* check("a")), "a is still refused: its counter was kept")
+        assert.isTrue(Either.isRight(yield* check("b")), "b was evicted and starts again")
         yield* TestClock.adjust("59 seconds")
         assert.strictEqual(yield* memory.sweep, 0, "nothing has expired yet")
         yield* TestClock.adjust("1 minute") // the background sweep runs every 10 seconds
