@@ -466,7 +466,9 @@ export class TenantIsolation extends Context.Tag("effect-tenancy/TenantIsolation
   /**
    * Runs `self` in one transaction positioned on the current tenant, with the
    * tenant's `SqlClient`. Nested `withTransaction` uses savepoints; a nested
-   * `scoped` for the same tenant joins the transaction.
+   * `scoped` for the same tenant joins the transaction. A SQL error caught
+   * inside (outside a nested `withTransaction`) still aborts the transaction:
+   * `scoped` then fails with a `SqlError` saying nothing was committed.
    */
   readonly scoped: <A, E, R>(
     self: Effect.Effect<A, E, R>
@@ -502,7 +504,9 @@ class ActiveScope extends Context.Tag("effect-tenancy/TenantIsolation/ActiveScop
  * statement of `self` (and nested `withTransaction` savepoints) runs on it.
  *
  * The end of the transaction is not interruptible; if COMMIT or ROLLBACK
- * fails, the connection is discarded rather than returned to the pool.
+ * fails, the connection is discarded rather than returned to the pool. A
+ * COMMIT that PostgreSQL turned into a ROLLBACK (the transaction was aborted
+ * by a statement whose error `self` caught) fails with a `SqlError`.
  */
 const transaction = <A, E, R>(
   client: SqlClient.SqlClient,
@@ -536,7 +540,7 @@ const transaction = <A, E, R>(
                 guarded.close()
                 return Exit.isSuccess(exit)
                   ? Effect.flatMap(
-                    Effect.exit(conn.executeUnprepared("COMMIT", [], undefined)),
+                    Effect.exit(commit(conn)),
                     (committed): Effect.Effect<A, E | SqlError> =>
                       Exit.isSuccess(committed)
                         ? exit
@@ -550,6 +554,23 @@ const transaction = <A, E, R>(
         ),
         Effect.onExit((exit) => Scope.close(scope, exit))
       ))
+  )
+
+// COMMIT of a transaction that an error aborted (a failed statement whose
+// error `self` caught) is answered with the command tag ROLLBACK: PostgreSQL
+// rolled everything back, so succeeding would silently lose the writes.
+const commit = (conn: Connection): Effect.Effect<void, SqlError> =>
+  Effect.flatMap(
+    conn.executeRaw("COMMIT", []),
+    (result) =>
+      Predicate.hasProperty(result, "command") && result.command === "ROLLBACK"
+        ? Effect.fail(
+          new SqlError({
+            message: "TenantIsolation: the transaction was aborted by an earlier error (caught inside the scope); " +
+              "PostgreSQL rolled it back at COMMIT and nothing was committed"
+          })
+        )
+        : Effect.void
   )
 
 // The connection as the scoped effect sees it: once the transaction ends it

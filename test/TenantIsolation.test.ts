@@ -425,6 +425,42 @@ describe("TenantIsolation", () => {
     }), { timeout: 30_000 })
 
   it.scopedLive(
+    "a SQL error caught inside the scope makes scoped fail: COMMIT was a ROLLBACK",
+    () =>
+      Effect.gen(function*() {
+        const s = yield* setup("iso_aborted", { appConnections: 1 })
+        yield* protect(s.admin)
+        const isolation = yield* make(s.app, { strategy: "rls", admin: s.admin })
+        const a = tenant(randomId("x"))
+        const insert = (id: number) =>
+          Effect.flatMap(
+            Sql.SqlClient,
+            (sql) => sql`INSERT INTO items (tenant_id, id, body) VALUES (${a.id}, ${id}, 'x')`
+          )
+        const failed = yield* isolation.scoped(
+          Effect.zipRight(
+            insert(1),
+            Effect.flatMap(Sql.SqlClient, (sql) => sql`SELECT 1/0`).pipe(Effect.ignore)
+          )
+        ).pipe(Effect.provideService(CurrentTenant, a), Effect.flip)
+        assert.strictEqual(failed._tag, "SqlError")
+        assert.include(failed.message, "aborted")
+        assert.include(failed.message, "nothing was committed")
+        assert.strictEqual((yield* s.admin`SELECT 1 FROM items`).length, 0)
+        // The connection is clean for the next scope, and an error recovered inside a savepoint commits.
+        yield* isolation.scoped(
+          Effect.gen(function*() {
+            const sql = yield* Sql.SqlClient
+            yield* insert(2)
+            yield* sql.withTransaction(sql`SELECT 1/0`).pipe(Effect.ignore)
+          })
+        ).pipe(Effect.provideService(CurrentTenant, a))
+        assert.deepStrictEqual((yield* s.admin<{ readonly id: number }>`SELECT id FROM items`).map((r) => r.id), [2])
+      }),
+    { timeout: 30_000 }
+  )
+
+  it.scopedLive(
     "layer and accessors: TenantIsolation.scoped / provision / deprovision through the context",
     () =>
       Effect.gen(function*() {
