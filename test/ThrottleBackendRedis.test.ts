@@ -1,5 +1,5 @@
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
-import { Cause, Context, Deferred, Duration, Effect, Exit, Layer, Option, Scope } from "effect"
+import { Cause, Config, ConfigError, Context, Deferred, Duration, Effect, Exit, Layer, Option, Scope } from "effect"
 import * as RedisClient from "effect-tenancy/RedisClient"
 import { algorithmNames, type Policy, ThrottleBackend, ThrottleBackendError } from "effect-tenancy/ThrottleBackend"
 import * as ThrottleBackendRedis from "effect-tenancy/ThrottleBackend/Redis"
@@ -155,9 +155,51 @@ describe("ThrottleBackend/Redis", () => {
         ThrottleBackendRedis.layer({ namespace: neighbour, timeout: "2 seconds" }).pipe(Layer.provide(RedisLive))
       )
       yield* Effect.provide(consume(freshKey("neighbour"), policy), kept)
+      // Nor a namespace nested in it.
+      const nested = `${namespace}:prod`
+      const keptNested = yield* Layer.build(
+        ThrottleBackendRedis.layer({ namespace: nested, timeout: "2 seconds" }).pipe(Layer.provide(RedisLive))
+      )
+      yield* Effect.provide(consume(freshKey("nested"), policy), keptNested)
       yield* Scope.close(scope, Exit.void)
-      assert.deepStrictEqual(yield* keysOf(namespace), [])
+      const nestedKeys = yield* keysOf(nested)
+      assert.strictEqual(nestedKeys.length, 1)
+      assert.deepStrictEqual(yield* keysOf(namespace), nestedKeys)
       assert.strictEqual((yield* keysOf(neighbour)).length, 1)
+    }))
+
+  it.effect("bad options: a named defect from layer, a ConfigError from layerConfig", () =>
+    Effect.gen(function*() {
+      const build = (options: ThrottleBackendRedis.Options) =>
+        Effect.exit(Effect.scoped(Layer.build(ThrottleBackendRedis.layer(options).pipe(Layer.provide(RedisLive)))))
+      for (
+        const [options, text] of [
+          [{ namespace: "a{b}" }, "namespace"],
+          [{ namespace: "" }, "namespace"],
+          [{ timeout: 0 }, "timeout"],
+          [{ timeout: "3000000000 millis" }, "timeout"],
+          [{ expiryMargin: Duration.infinity }, "expiryMargin"]
+        ] as const
+      ) {
+        const exit = yield* build(options)
+        assert.isTrue(Exit.isFailure(exit) && Cause.isDie(exit.cause), JSON.stringify(options))
+        if (Exit.isFailure(exit)) assert.include(Cause.pretty(exit.cause), text)
+      }
+      const fromConfig = yield* Effect.exit(
+        Effect.scoped(
+          Layer.build(
+            ThrottleBackendRedis.layerConfig({ namespace: Config.succeed("ok"), timeout: Config.succeed(0) }).pipe(
+              Layer.provide(RedisLive)
+            )
+          )
+        )
+      )
+      assert.isTrue(Exit.isFailure(fromConfig) && Cause.isFailType(fromConfig.cause))
+      if (Exit.isFailure(fromConfig)) {
+        const error = Cause.failureOption(fromConfig.cause)
+        assert.isTrue(Option.isSome(error) && ConfigError.isConfigError(error.value))
+        assert.include(Cause.pretty(fromConfig.cause), "timeout")
+      }
     }))
 
   it.scopedLive("persistent (the default): counters outlive the layer and carry on in the next one", () =>

@@ -27,13 +27,16 @@
  */
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
-import type * as ConfigError from "effect/ConfigError"
+import * as ConfigError from "effect/ConfigError"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import type { Cluster, Redis } from "ioredis"
 import * as Health from "../Health.js"
+import { excerpt } from "../internal/text.js"
 import { throttleScript, throttleScriptSha } from "../internal/throttleScripts.js"
 import { RedisClient } from "../RedisClient.js"
 import type { Decision, Mode, Request } from "../ThrottleBackend.js"
@@ -44,7 +47,11 @@ import { ThrottleBackend, ThrottleBackendError } from "../ThrottleBackend.js"
  * @category models
  */
 export interface Options {
-  /** Prefix of every key: a counter's key is `<namespace>:<key>`. Default `throttle`. */
+  /**
+   * Prefix of every key: a counter's key is `<namespace>:<key>`. Default
+   * `throttle`. 1 to 200 characters, without `{` or `}` (a key's hash tag
+   * comes after the namespace).
+   */
   readonly namespace?: string | undefined
   /**
    * The longest a check may wait for Redis before it fails with reason
@@ -69,6 +76,9 @@ export interface Options {
    * `true` (default): counters outlive the layer. `false`: when the layer's
    * scope closes, every key of the namespace is deleted (SCAN on every master
    * node), for tests and throwaway environments. Use a namespace of its own.
+   * Only keys that start with a hash tag are removed (`<namespace>:{...`, as
+   * every `Throttle` key does), so a namespace nested in this one
+   * (`throttle:prod` under `throttle`) is left alone.
    */
   readonly persistent?: boolean | undefined
   /** The backend's name in errors, logs and health (default `redis`). */
@@ -84,14 +94,38 @@ interface Settings {
   readonly name: string
 }
 
-const settings = (options: Options | undefined): Settings => ({
-  namespace: options?.namespace ?? "throttle",
-  timeoutMs: Duration.toMillis(options?.timeout ?? Duration.millis(50)),
-  clientClock: options?.clock === "client",
-  marginMs: Math.max(0, Math.ceil(Duration.toMillis(options?.expiryMargin ?? Duration.zero))),
-  persistent: options?.persistent ?? true,
-  name: options?.name ?? "redis"
-})
+// The longest delay a Node timer takes; a longer one fires at once.
+const maxTimerMs = 2 ** 31 - 1
+
+/**
+ * The options, checked: the reason they are refused, or the settings.
+ */
+const settings = (options: Options | undefined): Either.Either<Settings, string> => {
+  const namespace = options?.namespace ?? "throttle"
+  if (namespace.length === 0 || namespace.length > 200 || /[{}]/.test(namespace)) {
+    return Either.left(
+      `namespace must have 1 to 200 characters and no "{" or "}", got ${JSON.stringify(excerpt(namespace))}`
+    )
+  }
+  const timeout = Duration.decodeUnknown(options?.timeout ?? Duration.millis(50))
+  const timeoutMs = Option.isSome(timeout) ? Duration.toMillis(timeout.value) : Number.NaN
+  if (!(timeoutMs > 0 && timeoutMs <= maxTimerMs)) {
+    return Either.left(`timeout must be a duration above zero and at most ${maxTimerMs} ms`)
+  }
+  const margin = Duration.decodeUnknown(options?.expiryMargin ?? Duration.zero)
+  const marginMs = Option.isSome(margin) ? Duration.toMillis(margin.value) : Number.NaN
+  if (!(marginMs >= 0 && Number.isFinite(marginMs))) {
+    return Either.left("expiryMargin must be a finite duration of zero or more")
+  }
+  return Either.right({
+    namespace,
+    timeoutMs,
+    clientClock: options?.clock === "client",
+    marginMs: Math.ceil(marginMs),
+    persistent: options?.persistent ?? true,
+    name: options?.name ?? "redis"
+  })
+}
 
 const algorithmCodes = {
   "gcra": "1",
@@ -255,7 +289,10 @@ export const make = (
   options?: Options
 ): Effect.Effect<ThrottleBackend["Type"], never, RedisClient | Scope.Scope> =>
   Effect.gen(function*() {
-    const config = settings(options)
+    const checked = settings(options)
+    // Options written in code: a mistake is a defect, named here (`layerConfig` fails with a ConfigError).
+    if (Either.isLeft(checked)) return yield* Effect.dieMessage(`ThrottleBackend/Redis: ${checked.left}`)
+    const config = checked.right
     const client: Client = (yield* RedisClient).client
     const { name, namespace, timeoutMs } = config
     const noReply = `no reply within ${timeoutMs} ms`
@@ -433,7 +470,7 @@ const clear = (client: Client, namespace: string, name: string): Effect.Effect<v
       let cursor = "0"
       let removed = 0
       do {
-        const [next, keys] = await node.scan(cursor, "MATCH", `${escapeGlob(namespace)}:*`, "COUNT", 1000)
+        const [next, keys] = await node.scan(cursor, "MATCH", `${escapeGlob(namespace)}:{*`, "COUNT", 1000)
         cursor = next
         if (keys.length > 0) {
           await node.pipeline(keys.map((key) => ["unlink", key])).exec()
@@ -475,4 +512,11 @@ export const layer = (options?: Options): Layer.Layer<ThrottleBackend, never, Re
 export const layerConfig = (
   config: Config.Config.Wrap<Options>
 ): Layer.Layer<ThrottleBackend, ConfigError.ConfigError, RedisClient> =>
-  Layer.scoped(ThrottleBackend, Effect.flatMap(Config.unwrap(config), make))
+  Layer.scoped(
+    ThrottleBackend,
+    Effect.flatMap(Config.unwrap(config), (options) =>
+      Either.match(settings(options), {
+        onLeft: (reason) => Effect.fail(ConfigError.InvalidData([], `ThrottleBackend/Redis: ${reason}`)),
+        onRight: () => make(options)
+      }))
+  )
