@@ -125,10 +125,13 @@ const attributeSpan = (span: Option.Option<Tracer.AnySpan>, tenant: Tenant): voi
   }
 }
 
-const problemType = (slug: string) => `urn:effect-tenancy:problem:${slug}`
+// A slug names one of this library's problem types; an absolute URI is used as it is.
+const problemType = (slug: string) => slug.includes(":") ? slug : `urn:effect-tenancy:problem:${slug}`
 
 /**
- * A problem+json response (RFC 9457).
+ * A problem+json response (RFC 9457). `slug` is one of this library's
+ * problem types (`urn:effect-tenancy:problem:<slug>`) or an absolute URI
+ * (a registered type such as the rate-limit draft's `quota-exceeded`).
  *
  * @since 0.1.0
  * @category responses

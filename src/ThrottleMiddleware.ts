@@ -118,6 +118,15 @@ export interface Options<R = never> extends ClientAddressOptions {
 }
 
 /**
+ * The problem type of a 429, as draft-ietf-httpapi-ratelimit-headers-10
+ * registers it.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const quotaExceededType = "https://iana.org/assignments/http-problem-types#quota-exceeded"
+
+/**
  * The identifier used for requests whose client address cannot be told.
  *
  * @since 0.1.0
@@ -196,8 +205,14 @@ export const sfString = (value: string): string => {
 const seconds = (ms: number) => Math.max(0, Math.ceil(ms / 1000))
 
 // A window that is not whole seconds is advertised rounded up: the field never
-// promises more than the policy admits.
-const policyItem = (name: string, rate: Rate.Limited) => `${name};q=${rate.limit};w=${seconds(rate.windowMs)}`
+// promises more than the policy admits. With a burst (GCRA, token bucket) the
+// quota is the burst and its window the time the burst takes to refill, so
+// that `r` (up to the burst) never exceeds `q`: 10/min with a burst of 30 is
+// q=30;w=180.
+const policyItem = (name: string, rate: Rate.Limited, capacity: number) =>
+  capacity === rate.limit
+    ? `${name};q=${rate.limit};w=${seconds(rate.windowMs)}`
+    : `${name};q=${capacity};w=${seconds((capacity * rate.windowMs) / rate.limit)}`
 
 const limited = (verdict: Verdict) => verdict.rate._tag === "Limited"
 
@@ -208,7 +223,10 @@ const limited = (verdict: Verdict) => verdict.rate._tag === "Limited"
  * @category headers
  */
 export const policyField = (throttles: ReadonlyArray<Throttle.Throttle>): string =>
-  throttles.flatMap((t) => (t.rate._tag === "Limited" ? [policyItem(sfString(t.uid), t.rate)] : [])).join(", ")
+  throttles.flatMap((
+    t
+  ) => (t.rate._tag === "Limited" ? [policyItem(sfString(t.uid), t.rate, t.policy?.burst ?? t.rate.limit)] : []))
+    .join(", ")
 
 /**
  * The `RateLimit` field of verdicts: remaining units and delta seconds until
@@ -295,8 +313,10 @@ export const tooManyRequests = (
 ): HttpServerResponse.HttpServerResponse =>
   rejection(
     {
-      policy: error.verdicts.flatMap((v) => (v.rate._tag === "Limited" ? [policyItem(sfString(v.uid), v.rate)] : []))
-        .join(", "),
+      // A verdict's limit is its throttle's capacity (the burst, if it has one).
+      policy: error.verdicts.flatMap((v) =>
+        v.rate._tag === "Limited" ? [policyItem(sfString(v.uid), v.rate, v.limit)] : []
+      ).join(", "),
       legacy: options.legacyHeaders === true,
       nameOf: sfString
     },
@@ -314,7 +334,7 @@ const rejection = (fields: Fields, error: RateLimitExceeded): HttpServerResponse
   const headers = headersOf(fields, error.verdicts, true)
   if (wait !== "never") headers["retry-after"] = String(Math.max(1, seconds(wait)))
   return HttpServerResponse.setHeaders(
-    problem(429, "quota-exceeded", "Too many requests", { detail, "violated-policies": violated }),
+    problem(429, quotaExceededType, "Too many requests", { detail, "violated-policies": violated }),
     headers
   )
 }
