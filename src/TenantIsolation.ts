@@ -39,6 +39,7 @@ import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
@@ -503,7 +504,8 @@ class ActiveScope extends Context.Tag("effect-tenancy/TenantIsolation/ActiveScop
  * connection is provided as `SqlClient.TransactionConnection`, so every
  * statement of `self` (and nested `withTransaction` savepoints) runs on it.
  *
- * The end of the transaction is not interruptible; if COMMIT or ROLLBACK
+ * Waiting for a connection is interruptible (see `reserve`), and so is
+ * `self`. The end of the transaction is not interruptible; if COMMIT or ROLLBACK
  * fails, the connection is discarded rather than returned to the pool. A
  * COMMIT that PostgreSQL turned into a ROLLBACK (the transaction was aborted
  * by a statement whose error `self` caught) fails with a `SqlError`.
@@ -516,7 +518,7 @@ const transaction = <A, E, R>(
 ): Effect.Effect<A, E | SqlError, Exclude<R, SqlClient.SqlClient>> =>
   Effect.uninterruptibleMask((restore) =>
     Effect.flatMap(Scope.make(), (scope) =>
-      Scope.extend(client.reserve, scope).pipe(
+      reserve(client, scope, restore).pipe(
         Effect.flatMap((conn) =>
           Effect.flatMap(Effect.exit(conn.executeUnprepared(begin, [], undefined)), (began) => {
             if (Exit.isFailure(began)) return Effect.zipRight(end(conn, "ROLLBACK"), Effect.failCause(began.cause))
@@ -555,6 +557,18 @@ const transaction = <A, E, R>(
         Effect.onExit((exit) => Scope.close(scope, exit))
       ))
   )
+
+// `reserve` of `@effect/sql-pg` waits for a pooled connection without a
+// canceler: interrupting it would lose a connection that arrives later. So it
+// runs in a fiber of its own that is never interrupted, and only the wait for
+// that fiber is interruptible. A connection that arrives after the caller
+// left joins `scope`, closed by then, which releases it at once.
+const reserve = (
+  client: SqlClient.SqlClient,
+  scope: Scope.Scope,
+  restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+): Effect.Effect<Connection, SqlError> =>
+  Effect.flatMap(Effect.forkDaemon(Scope.extend(client.reserve, scope)), (fiber) => restore(Fiber.join(fiber)))
 
 // COMMIT of a transaction that an error aborted (a failed statement whose
 // error `self` caught) is answered with the command tag ROLLBACK: PostgreSQL

@@ -7,7 +7,7 @@
 import type { SqlClient } from "@effect/sql/SqlClient"
 import * as Sql from "@effect/sql/SqlClient"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Deferred, Effect, Either, Exit, Fiber, Layer, Redacted } from "effect"
+import { Cause, Deferred, Effect, Either, Exit, Fiber, Layer, Option, Redacted } from "effect"
 import type { Tenant } from "effect-tenancy/Tenant"
 import { CurrentTenant } from "effect-tenancy/TenantContext"
 import * as TenantIsolation from "effect-tenancy/TenantIsolation"
@@ -456,6 +456,46 @@ describe("TenantIsolation", () => {
           })
         ).pipe(Effect.provideService(CurrentTenant, a))
         assert.deepStrictEqual((yield* s.admin<{ readonly id: number }>`SELECT id FROM items`).map((r) => r.id), [2])
+      }),
+    { timeout: 30_000 }
+  )
+
+  it.scopedLive(
+    "waiting for a pooled connection is interruptible, and a connection that arrives later is released",
+    () =>
+      Effect.gen(function*() {
+        const s = yield* setup("iso_wait", { appConnections: 1 })
+        yield* protect(s.admin)
+        const isolation = yield* make(s.app, { strategy: "rls", admin: s.admin })
+        const a = tenant(randomId("w"))
+        const holding = yield* Deferred.make<void>()
+        const release = yield* Deferred.make<void>()
+        const holder = yield* isolation.scoped(
+          Effect.zipRight(Deferred.succeed(holding, undefined), Deferred.await(release))
+        )
+          .pipe(Effect.provideService(CurrentTenant, a), Effect.fork)
+        yield* Deferred.await(holding)
+        // The only connection is held: the wait ends with the timeout, not with the holder.
+        const waited = yield* isolation.scoped(readItems).pipe(
+          Effect.provideService(CurrentTenant, a),
+          Effect.timeout("300 millis"),
+          Effect.exit
+        )
+        assert.isTrue(Exit.isFailure(waited))
+        assert.isTrue(Cause.isTimeoutException(Cause.squash((waited as Exit.Failure<unknown, unknown>).cause)))
+        // ... while the holder still holds it.
+        assert.isTrue(Option.isNone(yield* Fiber.poll(holder)))
+        yield* Deferred.succeed(release, undefined)
+        assert.isTrue(Exit.isSuccess(yield* Fiber.await(holder)))
+        // The connection handed to the abandoned wait went back to the pool: the pool of one still serves.
+        const rows = yield* isolation.scoped(readItems).pipe(
+          Effect.provideService(CurrentTenant, a),
+          Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => "no connection: it leaked" as const })
+        )
+        assert.strictEqual(rows.length, 0)
+        const backends = yield* s.admin<{ readonly state: string }>`
+        SELECT state FROM pg_stat_activity WHERE usename = ${s.role}`
+        assert.deepStrictEqual(backends.map((b) => b.state), ["idle"])
       }),
     { timeout: 30_000 }
   )
