@@ -74,7 +74,8 @@ export type Strategy = "schema" | "rls" | "database"
 /**
  * A name that would reach SQL (a schema, a database, a table, a setting, a
  * tenant id) does not match `^[a-z_][a-z0-9_]{0,62}$` (tenant ids: the
- * `TenantId` syntax). Nothing was run.
+ * `TenantId` syntax; roles, which are always quoted: empty, longer than 63
+ * bytes or containing NUL). Nothing was run.
  *
  * @since 0.1.0
  * @category errors
@@ -275,6 +276,13 @@ const checkSetting = (name: string): Either.Either<string, UnsafeIdentifier> =>
   settingPattern.test(name) && name.length <= 63
     ? Either.right(name)
     : Either.left(new UnsafeIdentifier({ kind: "setting", name }))
+
+// A role name is only ever quoted (never matched against `safeIdentifier`):
+// PostgreSQL accepts any name of at most 63 bytes without NUL.
+const quoteRole = (name: string): Either.Either<string, UnsafeIdentifier> =>
+  name.length > 0 && !name.includes("\u0000") && new TextEncoder().encode(name).length <= 63
+    ? Either.right(`"${name.replace(/"/g, "\"\"")}"`)
+    : Either.left(new UnsafeIdentifier({ kind: "role", name }))
 
 /** The comment marking a schema or database as created by this library for a tenant. */
 const marker = (tenantId: string) => `effect-tenancy:tenant:${tenantId}`
@@ -682,7 +690,7 @@ export const make = (
       Effect.map((rows) => rows[0]!.role),
       Effect.mapError((cause) => new IsolationError({ operation: "check", detail: "cannot read the role", cause }))
     )
-    const quotedAppRole = yield* quoteIdentifier(appRole, "role")
+    const quotedAppRole = yield* quoteRole(appRole)
 
     // -- database strategy: two pool sets, the application role's and the admin's
     const pools = options.database === undefined ? undefined : yield* Effect.gen(function*() {

@@ -501,6 +501,42 @@ describe("TenantIsolation", () => {
   )
 
   it.scopedLive(
+    "an application role named with capitals, quotes and non-ASCII letters is quoted, not refused",
+    () =>
+      Effect.gen(function*() {
+        const s = yield* setup("iso_role")
+        yield* protect(s.admin)
+        const odd = yield* appRole(s.url, "Äpp \"Role\" x", [], { rawPrefix: true })
+        const quoted = `"${odd.role.replace(/"/g, "\"\"")}"`
+        yield* s.admin.unsafe(`GRANT SELECT, INSERT, UPDATE, DELETE ON items TO ${quoted}`)
+        const app = yield* client(odd.url, 2)
+        assert.strictEqual((yield* app<{ readonly u: string }>`SELECT current_user AS u`)[0]!.u, odd.role)
+        const isolation = yield* make(app, {
+          strategy: TenantIsolation.hybrid({ tiers: { premium: "schema" }, fallback: "rls" }),
+          admin: s.admin,
+          migrations
+        })
+        // Schema tenants: provision grants the role its schema.
+        const premium = tenant(randomId("rp"), { tier: "premium" })
+        yield* isolation.provision(premium)
+        yield* insertItem(isolation, premium, 1)
+        const labels = yield* isolation.scoped(readLabels).pipe(Effect.provideService(CurrentTenant, premium))
+        assert.deepStrictEqual(labels.map((r) => r.label), [premium.id])
+        // Rls tenants.
+        const standard = tenant(randomId("rs"))
+        yield* isolation.scoped(
+          Effect.flatMap(
+            Sql.SqlClient,
+            (sql) => sql`INSERT INTO items (tenant_id, id, body) VALUES (${standard.id}, 1, 's')`
+          )
+        ).pipe(Effect.provideService(CurrentTenant, standard))
+        const rows = yield* isolation.scoped(readItems).pipe(Effect.provideService(CurrentTenant, standard))
+        assert.deepStrictEqual(rows.map((r) => r.body), ["s"])
+      }),
+    { timeout: 30_000 }
+  )
+
+  it.scopedLive(
     "layer and accessors: TenantIsolation.scoped / provision / deprovision through the context",
     () =>
       Effect.gen(function*() {

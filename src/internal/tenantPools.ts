@@ -251,6 +251,9 @@ const managedMarker = "effect-tenancy:tenant-database"
 
 const quoteIdentifier = (name: string): string => `"${name.replace(/"/g, "\"\"")}"`
 
+const validRole = (name: string): boolean =>
+  name.length > 0 && !name.includes("\u0000") && new TextEncoder().encode(name).length <= 63
+
 const withDatabase = (url: string, database: string): string => {
   const u = new URL(url)
   u.pathname = `/${database}`
@@ -596,10 +599,12 @@ export const make = (options: Options): Effect.Effect<TenantPools, never, Scope.
         const database = yield* nameOf(tenantId)
         const owner = options.databaseOwner
         const template = options.databaseTemplate
-        for (const name of [owner, template]) {
-          if (name !== undefined && !safeName.test(name)) {
-            return yield* new TenantDatabaseRefused({ tenantId, database: name, reason: "unsafe-name" })
-          }
+        if (template !== undefined && !safeName.test(template)) {
+          return yield* new TenantDatabaseRefused({ tenantId, database: template, reason: "unsafe-name" })
+        }
+        // A role name is only quoted: any name PostgreSQL accepts (at most 63 bytes, no NUL).
+        if (owner !== undefined && !validRole(owner)) {
+          return yield* new TenantDatabaseRefused({ tenantId, database: owner, reason: "unsafe-name" })
         }
         const statement = `CREATE DATABASE ${quoteIdentifier(database)}` +
           (owner === undefined ? "" : ` OWNER ${quoteIdentifier(owner)}`) +

@@ -38,22 +38,27 @@ const withUser = (url: string, user: string) => {
 export const appRole = (
   adminUrl: string,
   prefix: string,
-  attributes: ReadonlyArray<RoleAttribute> = []
+  attributes: ReadonlyArray<RoleAttribute> = [],
+  options: { readonly rawPrefix?: boolean } = {}
 ): Effect.Effect<{ readonly role: string; readonly url: string }, unknown, Scope.Scope> =>
   Effect.gen(function*() {
-    const safePrefix = prefix.toLowerCase().replace(/[^a-z0-9_]/g, "_").slice(0, 30)
+    // `rawPrefix`: keep the prefix as given (quotes, capitals, spaces) to test quoting of role names.
+    const safePrefix = options.rawPrefix === true
+      ? prefix
+      : prefix.toLowerCase().replace(/[^a-z0-9_]/g, "_").slice(0, 30)
     const role = `${safePrefix}_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`
+    const quoted = `"${role.replace(/"/g, "\"\"")}"`
     const sql = yield* client(adminUrl, 1)
     const flags = (Object.keys(defaults) as Array<RoleAttribute>)
       .map((a) => attributes.includes(a) ? a : defaults[a])
       .join(" ")
     yield* Effect.acquireRelease(
-      sql.unsafe(`CREATE ROLE "${role}" LOGIN NOCREATEROLE ${flags}`),
+      sql.unsafe(`CREATE ROLE ${quoted} LOGIN NOCREATEROLE ${flags}`),
       () =>
         Effect.gen(function*() {
           yield* sql`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ${role}`
-          yield* sql.unsafe(`DROP OWNED BY "${role}"`)
-          yield* sql.unsafe(`DROP ROLE IF EXISTS "${role}"`)
+          yield* sql.unsafe(`DROP OWNED BY ${quoted}`)
+          yield* sql.unsafe(`DROP ROLE IF EXISTS ${quoted}`)
         }).pipe(Effect.orDie)
     )
     return { role, url: withUser(adminUrl, role) }
