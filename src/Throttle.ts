@@ -403,7 +403,7 @@ const backendErrorsKey = MetricKey.counter("tenancy_throttle_backend_errors_tota
 const latencyKey = MetricKey.histogram(
   "tenancy_throttle_backend_latency_ms",
   MetricBoundaries.exponential({ start: 0.05, factor: 2, count: 14 }),
-  "Time a backend took to answer a check (asynchronous backends), by backend"
+  "Time a backend took to answer or fail a check (asynchronous backends), by backend"
 )
 
 /**
@@ -522,6 +522,8 @@ const failOpenWarning = (error: ThrottleBackendError) =>
 const invalidCost = (cost: number) =>
   Effect.dieMessage(`Throttle: the cost of a check must be a non-negative integer, got ${String(cost)}`)
 
+const noTags: ReadonlyArray<never> = []
+
 // The backend requests of a batch, one per distinct key (a throttle named
 // twice is one request of the summed cost: a backend decides each key once),
 // and for each throttle the index of its request (-1: no limit).
@@ -619,6 +621,8 @@ const run = (
         return finish(decisions)
       },
       onFailure: (error) => {
+        // A failure's latency too: a backend that times out shows as slow, not as absent.
+        latencyOf(backend.name).unsafeUpdate(performance.now() - started, noTags)
         for (const throttle of throttles) countersFor(throttle.uid, tenantLabel).backendErrors.unsafeUpdate(1, [])
         if (throttles.some((throttle) => throttle.onBackendError === "fail-closed")) return Effect.fail(error)
         const verdicts = throttles.map((throttle, i) => openVerdict(throttle, limited[indexOf[i]]))
@@ -626,8 +630,6 @@ const run = (
       }
     })
   })
-
-const noTags: ReadonlyArray<never> = []
 
 const finishOne = (
   throttle: Throttle,
@@ -679,6 +681,7 @@ const runOne = (
         return finishOne(throttle, slot, mode, decisions[0])
       },
       onFailure: (error) => {
+        latencyOf(backend.name).unsafeUpdate(performance.now() - started, noTags)
         slot.counters.backendErrors.unsafeUpdate(1, noTags)
         if (throttle.onBackendError === "fail-closed") return Effect.fail(error)
         return Effect.as(failOpenWarning(error), openVerdict(throttle, request))

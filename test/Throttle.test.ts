@@ -249,10 +249,12 @@ describe("Throttle", () => {
         const parts = Array.isArray(message) ? message : [message]
         warnings.push({ message: String(parts[0]), suppressed: HashMap.get(annotations, "suppressed") })
       })
+      const latency = Throttle.metrics.backendLatency.pipe(Metric.tagged("backend", backend.name))
       return Effect.gen(function*() {
         state.down = true
         const open = yield* Throttle.make({ uid: uid("open"), rate: "1/min", onBackendError: "fail-open" })
         for (let i = 0; i < 5; i++) assert.isTrue((yield* open.check()).allowed)
+        assert.strictEqual((yield* Metric.value(latency)).count, 5, "failed calls are timed too")
         assert.strictEqual(warnings.length, 1)
         assert.include(warnings[0].message, "fail-open")
         assert.isTrue(Option.isNone(warnings[0].suppressed))
