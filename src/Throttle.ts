@@ -24,6 +24,11 @@
  * backend, and a test can wrap a region in another backend with
  * `Effect.provide`.
  *
+ * A call to an asynchronous backend (Redis) runs in a span (`Throttle.check`,
+ * `Throttle.checkAll`, …, with `tenant.id`, `throttle.uid` and
+ * `throttle.backend`); a synchronous in-process check has none, as the span
+ * would cost as much as the check. Metrics: see `metrics`.
+ *
  * @since 0.1.0
  */
 import * as Clock from "effect/Clock"
@@ -524,6 +529,19 @@ const invalidCost = (cost: number) =>
 
 const noTags: ReadonlyArray<never> = []
 
+// Spans: around a call to an asynchronous backend (a network round trip),
+// not around a synchronous one, where the span would cost as much as the
+// check it traced.
+const spanNames = { consume: "Throttle.check", peek: "Throttle.peek", refund: "Throttle.refund" } as const
+const batchSpanNames = { consume: "Throttle.checkAll", peek: "Throttle.peekAll", refund: "Throttle.refundAll" } as const
+
+const spanOptions = (backend: string, tenantId: string | undefined, uid: string | undefined) => {
+  const attributes: Record<string, string> = { "throttle.backend": backend }
+  if (tenantId !== undefined) attributes["tenant.id"] = tenantId
+  if (uid !== undefined) attributes["throttle.uid"] = uid
+  return { kind: "client" as const, attributes }
+}
+
 // The backend requests of a batch, one per distinct key (a throttle named
 // twice is one request of the summed cost: a backend decides each key once),
 // and for each throttle the index of its request (-1: no limit).
@@ -615,6 +633,7 @@ const run = (
       return finish(backend.runSync(limited, mode, clock.unsafeCurrentTimeMillis()))
     }
     const started = performance.now()
+    const span = spanOptions(backend.name, tenantId, throttles.length === 1 ? throttles[0].uid : undefined)
     return Effect.matchEffect(backend.run(limited, mode), {
       onSuccess: (decisions) => {
         latencyOf(backend.name).unsafeUpdate(performance.now() - started, [])
@@ -628,7 +647,7 @@ const run = (
         const verdicts = throttles.map((throttle, i) => openVerdict(throttle, limited[indexOf[i]]))
         return Effect.as(failOpenWarning(error), verdicts)
       }
-    })
+    }).pipe(Effect.withSpan(batchSpanNames[mode], span))
   })
 
 const finishOne = (
@@ -686,7 +705,7 @@ const runOne = (
         if (throttle.onBackendError === "fail-closed") return Effect.fail(error)
         return Effect.as(failOpenWarning(error), openVerdict(throttle, request))
       }
-    })
+    }).pipe(Effect.withSpan(spanNames[mode], spanOptions(backend.name, tenantId, throttle.uid)))
   })
 
 /**

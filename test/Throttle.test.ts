@@ -241,6 +241,34 @@ describe("Throttle", () => {
       }).pipe(Effect.provideService(ThrottleBackend.ThrottleBackend, backend))
     })
 
+    it.scoped("a call to an asynchronous backend runs in a Throttle.check span with the tenant and throttle", () => {
+      const seen: Array<{ readonly name: string; readonly attributes: Record<string, unknown> }> = []
+      const store = ThrottleBackend.unsafeMakeMemoryStore()
+      const traced = ThrottleBackend.ThrottleBackend.of({
+        name: "traced",
+        run: (requests, mode) =>
+          Effect.flatMap(Effect.orDie(Effect.currentSpan), (span) => {
+            seen.push({ name: span.name, attributes: Object.fromEntries(span.attributes) })
+            return Effect.map(Effect.clockWith((clock) => clock.currentTimeMillis), (now) =>
+              store.run(requests, mode, now))
+          }),
+        health: Effect.die("unused")
+      })
+      return Effect.gen(function*() {
+        const one = yield* Throttle.make({ uid: uid("traced"), rate: "5/min" })
+        const two = yield* Throttle.make({ uid: uid("traced"), rate: "50/day" })
+        yield* withTenant(one.check(), "acme")
+        yield* Throttle.peekAll([one, two])
+        assert.deepStrictEqual(seen, [
+          {
+            name: "Throttle.check",
+            attributes: { "throttle.backend": "traced", "tenant.id": "acme", "throttle.uid": one.uid }
+          },
+          { name: "Throttle.peekAll", attributes: { "throttle.backend": "traced" } }
+        ])
+      }).pipe(Effect.provideService(ThrottleBackend.ThrottleBackend, traced), Effect.provide(tenants))
+    })
+
     it.scoped("fail-open warns once per backend every 10 s, with the count of warnings held back", () => {
       const { backend, state } = switchable(uid("sampled"))
       const warnings: Array<{ readonly message: string; readonly suppressed: Option.Option<unknown> }> = []
