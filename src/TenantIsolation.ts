@@ -51,6 +51,7 @@ import {
   applyPending,
   type ApplyResult,
   defaultTableName,
+  lockTimeoutSetting,
   type Migration as Migration_,
   MigrationFailed as MigrationFailed_,
   tenantLockKey,
@@ -380,7 +381,10 @@ export interface Options {
   readonly migrations?: ReadonlyArray<Migration_> | undefined
   /** The per-tenant bookkeeping table of migrations (default `tenancy_migrations`). */
   readonly migrationsTable?: string | undefined
-  /** `lock_timeout` of provisioning migrations (default 10 seconds). */
+  /**
+   * `lock_timeout` of provisioning and deprovisioning (the tenant's advisory
+   * lock, DDL, migrations; default 10 seconds).
+   */
   readonly lockTimeout?: Duration.DurationInput | undefined
   /** The setting that carries the tenant id (default `app.tenant_id`). */
   readonly setting?: string | undefined
@@ -839,6 +843,14 @@ export const make = (
           lockTimeout: options.lockTimeout
         })
 
+    // The tenant's advisory lock (the migrator's), waited for at most `lockTimeout`; the
+    // timeout also bounds the DDL that follows in the same transaction.
+    const lockTenant = (sql: SqlClient.SqlClient, tenant: Tenant) =>
+      Effect.zipRight(
+        sql`SELECT set_config('lock_timeout', ${lockTimeoutSetting(options.lockTimeout)}, true)`,
+        sql`SELECT pg_advisory_xact_lock(hashtext(${tenantLockKey(tenant.id)}))`
+      )
+
     const markerOfSchema = (sql: SqlClient.SqlClient, name: string) =>
       Effect.map(
         sql<{ readonly comment: string | null }>`
@@ -861,7 +873,7 @@ export const make = (
         Effect.gen(function*() {
           const sql = yield* SqlClient.SqlClient
           const schema = `"${name}"`
-          yield* sql`SELECT pg_advisory_xact_lock(hashtext(${tenantLockKey(tenant.id)}))`
+          yield* lockTenant(sql, tenant)
           const found = yield* markerOfSchema(sql, name)
           if (found === undefined) {
             yield* sql.unsafe(`CREATE SCHEMA ${schema}`)
@@ -966,7 +978,7 @@ export const make = (
 
     const deprovisionSchema = (tenant: Tenant, name: string) =>
       admin.withTransaction(Effect.gen(function*() {
-        yield* admin`SELECT pg_advisory_xact_lock(hashtext(${tenantLockKey(tenant.id)}))`
+        yield* lockTenant(admin, tenant)
         const found = yield* markerOfSchema(admin, name)
         if (found === undefined) return { strategy: "schema" as const }
         if (found.comment !== marker(tenant.id)) return yield* notOurs("deprovision", tenant, "schema", name)

@@ -11,7 +11,7 @@ import { Cause, Deferred, Effect, Either, Exit, Fiber, Layer, Option, Redacted }
 import type { Tenant } from "effect-tenancy/Tenant"
 import { CurrentTenant } from "effect-tenancy/TenantContext"
 import * as TenantIsolation from "effect-tenancy/TenantIsolation"
-import type { Migration } from "../src/internal/tenantMigrations.js"
+import { type Migration, tenantLockKey } from "../src/internal/tenantMigrations.js"
 import { appRole, client, randomId, setup, tenant } from "./utils/roles.js"
 
 const migrations: ReadonlyArray<Migration> = [
@@ -296,6 +296,40 @@ describe("TenantIsolation", () => {
       yield* s.admin.unsafe(`COMMENT ON SCHEMA "${name}" IS 'effect-tenancy:tenant:someone-else'`)
       assert.strictEqual((yield* isolation.deprovision(a).pipe(Effect.flip))._tag, "IsolationError")
     }), { timeout: 30_000 })
+
+  it.scopedLive(
+    "schema: provision and deprovision wait for the tenant's lock at most lockTimeout",
+    () =>
+      Effect.gen(function*() {
+        const s = yield* setup("iso_locktimeout")
+        const isolation = yield* make(s.app, {
+          strategy: "schema",
+          admin: s.admin,
+          migrations,
+          lockTimeout: "200 millis"
+        })
+        const a = tenant(randomId("lt"))
+        yield* isolation.provision(a)
+        const locked = yield* Deferred.make<void>()
+        const unlock = yield* Deferred.make<void>()
+        // Another session (a migrator) holds the tenant's advisory lock.
+        const holder = yield* s.admin.withTransaction(Effect.gen(function*() {
+          yield* s.admin`SELECT pg_advisory_xact_lock(hashtext(${tenantLockKey(a.id)}))`
+          yield* Deferred.succeed(locked, undefined)
+          yield* Deferred.await(unlock)
+        })).pipe(Effect.fork)
+        yield* Deferred.await(locked)
+        for (const operation of [Effect.asVoid(isolation.provision(a)), Effect.asVoid(isolation.deprovision(a))]) {
+          const error = yield* Effect.flip(operation)
+          assert.strictEqual(error._tag, "IsolationError")
+          assert.include(error.message, "lock timeout")
+        }
+        yield* Deferred.succeed(unlock, undefined)
+        yield* Fiber.join(holder)
+        assert.deepStrictEqual(yield* isolation.deprovision(a), { strategy: "schema", dropped: `tenant_${a.id}` })
+      }),
+    { timeout: 30_000 }
+  )
 
   it.scopedLive("hostile and oversized tenant ids are refused before any SQL", () =>
     Effect.gen(function*() {

@@ -165,7 +165,8 @@ const info = (m: Migration): MigrationInfo => ({ id: m.id, name: m.name })
 /** @internal */
 export const defaultLockTimeout = Duration.seconds(10)
 
-const lockTimeoutSetting = (input: Duration.DurationInput | undefined) =>
+/** The `lock_timeout` value of a duration (default `defaultLockTimeout`). @internal */
+export const lockTimeoutSetting = (input: Duration.DurationInput | undefined): string =>
   `${Math.max(1, Math.ceil(Duration.toMillis(Duration.decode(input ?? defaultLockTimeout))))}ms`
 
 /**
