@@ -497,8 +497,20 @@ export class TenantIsolation extends Context.Tag("effect-tenancy/TenantIsolation
   ) => Effect.Effect<A, E | ScopeError, Exclude<R, SqlClient.SqlClient>>
   /** The schema (schema tenants) or database (database tenants) name of a tenant. */
   readonly nameOf: (tenant: Tenant) => Either.Either<string | undefined, UnsafeIdentifier>
-  /** Runs the RLS safety check again (e.g. after shared migrations created the tables). */
+  /**
+   * Runs the RLS safety check again (e.g. after shared migrations created the
+   * tables). A table named in `rls.tables` that does not exist fails it with
+   * an `IsolationError` naming the table.
+   */
   readonly check: Effect.Effect<void, IsolationUnsafe | IsolationError>
+  /**
+   * Whether the service runs the RLS safety check (strategy `rls` or hybrid,
+   * and `rls.checkOnStart` not `false`): `TenantMigrator.run` runs `check`
+   * again after the shared migrations when it does.
+   */
+  readonly checksRls: boolean
+  /** The per-tenant bookkeeping table of migrations (`Options.migrationsTable`). */
+  readonly migrationsTable: string
 }>() {}
 
 // Marks the transaction a fiber is in, so a nested `scoped` for the same
@@ -1036,6 +1048,15 @@ export const make = (
           )
         )
         ORDER BY c.relname`
+      const missing = rlsTables.filter((name) => !tables.some((t) => t.name === name))
+      if (missing.length > 0) {
+        return yield* new IsolationError({
+          operation: "check",
+          detail: `protected table ${
+            missing.map((name) => JSON.stringify(`${rlsSchema}.${name}`)).join(", ")
+          } named in rls.tables does not exist`
+        })
+      }
       for (const table of tables) {
         const qualified = `${rlsSchema}.${table.name}`
         if (!table.enabled) {
@@ -1077,13 +1098,16 @@ export const make = (
       }
     }).pipe(
       Effect.mapError((error): IsolationUnsafe | IsolationError =>
-        error instanceof IsolationUnsafe ? error : new IsolationError({ operation: "check", cause: error })
+        error instanceof IsolationUnsafe || error instanceof IsolationError
+          ? error
+          : new IsolationError({ operation: "check", cause: error })
       ),
       Effect.withSpan("TenantIsolation.check")
     )
 
     const mayUseRls = typeof options.strategy === "function" || options.strategy === "rls"
-    if (mayUseRls && options.rls?.checkOnStart !== false) yield* check
+    const checksRls = mayUseRls && options.rls?.checkOnStart !== false
+    if (checksRls) yield* check
 
     return TenantIsolation.of({
       strategyOf,
@@ -1092,7 +1116,9 @@ export const make = (
       scoped,
       withTenantMigrationSession,
       nameOf: (tenant) => Either.map(planFor(tenant), (plan) => plan.name),
-      check
+      check,
+      checksRls,
+      migrationsTable
     })
   })
 

@@ -198,6 +198,10 @@ describe("TenantIsolation", () => {
         yield* make(s.app, { strategy: "schema" })
         // Explicitly named tables only.
         yield* make(s.app, { strategy: "rls", rls: { tables: ["items"] } })
+        // A named table that does not exist (a typo, a migration not run) protects nothing: refused.
+        const absent = yield* make(s.app, { strategy: "rls", rls: { tables: ["items", "itmes"] } }).pipe(Effect.flip)
+        assert.strictEqual(absent._tag, "IsolationError")
+        assert.include(absent.message, "\"public.itmes\" named in rls.tables does not exist")
 
         // A permissive policy for everyone that ignores the tenant would OR-open every row.
         const other = yield* appRole(s.url, "iso_other")
