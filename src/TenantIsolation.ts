@@ -504,11 +504,12 @@ export class TenantIsolation extends Context.Tag("effect-tenancy/TenantIsolation
    */
   readonly check: Effect.Effect<void, IsolationUnsafe | IsolationError>
   /**
-   * Whether the service runs the RLS safety check (strategy `rls` or hybrid,
-   * and `rls.checkOnStart` not `false`): `TenantMigrator.run` runs `check`
-   * again after the shared migrations when it does.
+   * Whether some tenant may use row-level security (strategy `rls` or
+   * hybrid): `TenantMigrator.run` then runs `check` after the shared
+   * migrations, whatever `rls.checkOnStart` (which exists for tables that
+   * only those migrations create).
    */
-  readonly checksRls: boolean
+  readonly mayUseRls: boolean
   /** The per-tenant bookkeeping table of migrations (`Options.migrationsTable`). */
   readonly migrationsTable: string
 }>() {}
@@ -1106,8 +1107,7 @@ export const make = (
     )
 
     const mayUseRls = typeof options.strategy === "function" || options.strategy === "rls"
-    const checksRls = mayUseRls && options.rls?.checkOnStart !== false
-    if (checksRls) yield* check
+    if (mayUseRls && options.rls?.checkOnStart !== false) yield* check
 
     return TenantIsolation.of({
       strategyOf,
@@ -1117,7 +1117,7 @@ export const make = (
       withTenantMigrationSession,
       nameOf: (tenant) => Either.map(planFor(tenant), (plan) => plan.name),
       check,
-      checksRls,
+      mayUseRls,
       migrationsTable
     })
   })

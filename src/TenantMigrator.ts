@@ -172,6 +172,11 @@ export interface Target {
     tenant: Tenant,
     use: (table: string) => Effect.Effect<A, MigrationFailed, SqlClient>
   ) => Effect.Effect<A, MigrationFailed>
+  /**
+   * Run after the shared migrations (not in a dry run), before any tenant:
+   * e.g. the RLS safety check, once the shared tables exist.
+   */
+  readonly check?: Effect.Effect<void, MigrationFailed> | undefined
 }
 
 const unavailable = (cause: unknown, detail?: string) =>
@@ -256,9 +261,10 @@ const asMigrationFailed = (e: unknown): MigrationFailed => e instanceof internal
  * The target of a `TenantIsolation` service: its strategies (rls tenants are
  * skipped), its migration sessions (the admin client, positioned on the
  * tenant: the schema's search path, or the tenant's database through its
- * admin pool), and the bookkeeping table `provision` uses (`tableName`,
- * default `tenancy_migrations`: pass the isolation's `migrationsTable` if it
- * was changed).
+ * admin pool), the bookkeeping table `provision` uses (the isolation's
+ * `migrationsTable` unless `tableName` says otherwise), and, when some
+ * tenant may use RLS, the isolation's safety check, run after the shared
+ * migrations (a failure is a `MigrationFailed` with reason `"unavailable"`).
  *
  * @since 0.1.0
  * @category constructors
@@ -268,6 +274,12 @@ export const fromIsolation = (
   options: { readonly tableName?: string | undefined } = {}
 ): Target => ({
   strategyOf: isolation.strategyOf,
+  check: isolation.mayUseRls
+    ? Effect.mapError(
+      isolation.check,
+      (error) => unavailable(error, `the isolation safety check after the shared migrations failed: ${error.message}`)
+    )
+    : undefined,
   session: (tenant, use) =>
     Either.match(isolation.nameOf(tenant), {
       onLeft: (error) => Effect.fail(unavailable(error)),
@@ -279,7 +291,7 @@ export const fromIsolation = (
           Effect.flatMap(SqlClient, (sql) =>
             Effect.zipRight(
               checkSchema(sql, schema),
-              use(internal.tenantTable(schema, options.tableName))
+              use(internal.tenantTable(schema, options.tableName ?? isolation.migrationsTable))
             ))
         ).pipe(Effect.mapError(asMigrationFailed))
       }
@@ -361,7 +373,7 @@ export interface Options {
   readonly tenant: Migrations
   /** Migrations run once on the `SqlClient` in context, before the tenants. */
   readonly shared?: Migrations | undefined
-  /** Tenants migrated at once (default 4). */
+  /** Tenants migrated at once (default 4): an integer >= 1, else `MigrationFailed` `"invalid-options"`. */
   readonly concurrency?: number | undefined
   /** How long each lock may be waited for (default 10 seconds); a timeout fails that tenant. */
   readonly lockTimeout?: Duration.DurationInput | undefined
@@ -389,6 +401,17 @@ const forTenant = (error: MigrationFailed, tenantId: string): MigrationFailed =>
     ...(error.cause === undefined ? {} : { cause: error.cause })
   })
 
+// `concurrency` and `tenants.first`: whole numbers from 1 (NaN, 0 or a fraction is a caller's mistake).
+const atLeastOne = (name: string, value: number): Effect.Effect<number, MigrationFailed> =>
+  Number.isInteger(value) && value >= 1
+    ? Effect.succeed(value)
+    : Effect.fail(
+      new internal.MigrationFailed({
+        reason: "invalid-options",
+        detail: `${name} must be an integer >= 1, got ${value}`
+      })
+    )
+
 const gone = (e: unknown) =>
   isTenantError(e) && (e._tag === "TenantNotFound" || (e._tag === "TenantSuspended" && e.status === "deleted"))
 
@@ -414,6 +437,10 @@ export const runWith = (
     const registry = yield* TenantRegistry
     const sql = yield* SqlClient
     const dryRun = options.dryRun === true
+    const concurrency = yield* atLeastOne("concurrency", options.concurrency ?? 4)
+    const first = Predicate.hasProperty(options.tenants, "first")
+      ? yield* atLeastOne("tenants.first", (options.tenants as { readonly first: number }).first)
+      : undefined
     const [sharedMigrations, tenantMigrations] = yield* Effect.all([resolve(options.shared), resolve(options.tenant)])
 
     const shared = sharedMigrations.length === 0
@@ -430,6 +457,7 @@ export const runWith = (
         Effect.mapError(asMigrationFailed),
         Effect.withSpan("TenantMigrator.shared")
       )
+    if (!dryRun && target.check !== undefined) yield* target.check
 
     const selection = options.tenants
     const all = yield* Stream.runCollect(registry.stream({ status: options.status ?? defaultStatuses }))
@@ -439,8 +467,8 @@ export const runWith = (
     } else if (Array.isArray(selection)) {
       const byId = new Map(Array.from(all, (t) => [t.id as string, t]))
       tenants = [...new Set(selection as ReadonlyArray<string>)].map((id) => byId.get(id) ?? id)
-    } else if (selection !== undefined) {
-      tenants = Array.from(all).slice(0, Math.max(0, (selection as { readonly first: number }).first))
+    } else if (first !== undefined) {
+      tenants = Array.from(all).slice(0, first)
     }
 
     const stopped = yield* Ref.make(false)
@@ -514,7 +542,7 @@ export const runWith = (
       Effect.forEach(
         tenants,
         (tenant) => typeof tenant === "string" ? Effect.succeed(skip(tenant, "not-found")) : migrateOne(tenant),
-        { concurrency: Math.max(1, options.concurrency ?? 4) }
+        { concurrency }
       )
     )
     const counts = { applied: 0, "up-to-date": 0, pending: 0, failed: 0, skipped: 0 }

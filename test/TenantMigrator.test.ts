@@ -318,6 +318,28 @@ describe("TenantMigrator", () => {
         assert.isFalse(yield* tableExists("public", "notes"))
       })))
 
+    it.effect("refuses concurrency and tenants.first that are NaN or below 1, before running anything", () =>
+      withRegistry(Effect.gen(function*() {
+        const sql = yield* SqlClient
+        const table = `shared_${Math.random().toString(36).slice(2, 8)}`
+        const shared: ReadonlyArray<TenantMigrator.Migration> = [
+          { id: 1, name: "shared", up: sql.unsafe(`CREATE TABLE "${table}" (x int)`) }
+        ]
+        const wrong: ReadonlyArray<Partial<TenantMigrator.Options>> = [
+          { concurrency: Number.NaN },
+          { concurrency: 0 },
+          { concurrency: 1.5 },
+          { tenants: { first: Number.NaN } },
+          { tenants: { first: 0 } }
+        ]
+        for (const options of wrong) {
+          const error = yield* Effect.flip(run({ tenant: base, shared, sharedTable: `${table}_m`, ...options }))
+          assert.strictEqual(error._tag, "MigrationFailed", JSON.stringify(options))
+          assert.strictEqual((error as TenantMigrator.MigrationFailed).reason, "invalid-options")
+        }
+        assert.isFalse((yield* sql<{ readonly p: boolean }>`SELECT to_regclass(${table}) IS NOT NULL AS p`)[0].p)
+      })))
+
     it.effect("refuses an invalid migration list", () =>
       withRegistry(Effect.gen(function*() {
         const error = yield* Effect.flip(run({ tenant: [base[1], base[0]] }))
@@ -325,6 +347,51 @@ describe("TenantMigrator", () => {
         assert.strictEqual((error as TenantMigrator.MigrationFailed).reason, "invalid-migrations")
       })))
   })
+
+  it.scoped(
+    "through TenantIsolation: the isolation's migrationsTable, and its safety check after the shared migrations",
+    () =>
+      Effect.gen(function*() {
+        const s = yield* setup("mig_isotable")
+        const registry = yield* TenantRegistry.make().pipe(Effect.provide(TenantStore.layerMemory))
+        // `accounts` does not exist yet: a shared migration creates and protects it.
+        const isolation = yield* TenantIsolation.make({
+          strategy: TenantIsolation.hybrid({ tiers: { premium: "schema" }, fallback: "rls" }),
+          admin: s.admin,
+          migrations: base.slice(0, 1),
+          migrationsTable: "schema_history",
+          rls: { checkOnStart: false, tables: ["accounts"] }
+        }).pipe(Effect.provideService(SqlClient, s.app))
+        const id = `p${Math.random().toString(36).slice(2, 7)}`
+        const tenant = yield* registry.register({ id, name: "p", tier: "premium" })
+        yield* isolation.provision(tenant)
+        const migrate = (shared: ReadonlyArray<TenantMigrator.Migration>) =>
+          TenantMigrator.run({ tenant: base, shared }).pipe(
+            Effect.provideService(TenantIsolation.TenantIsolation, isolation),
+            Effect.provideService(SqlClient, s.admin),
+            Effect.provideService(TenantRegistry.TenantRegistry, registry),
+            Effect.provideService(SystemAccess, { reason: "test" })
+          )
+        const refused = yield* Effect.flip(migrate([]))
+        assert.strictEqual(refused._tag, "MigrationFailed")
+        assert.include(refused.message, "\"public.accounts\" named in rls.tables does not exist")
+        const accounts: TenantMigrator.Migration = {
+          id: 1,
+          name: "accounts",
+          up: Effect.zipRight(
+            Effect.flatMap(SqlClient, (sql) => sql`CREATE TABLE accounts (tenant_id text NOT NULL, id int)`),
+            Effect.orDie(TenantIsolation.enableRowLevelSecurity({ table: "accounts" }))
+          )
+        }
+        const report = yield* migrate([accounts])
+        // Provision recorded migration 1 in schema_history: only 2 and 3 are left.
+        assert.deepStrictEqual(report.tenants.map((r) => [r.status, r.applied.map((m) => m.id)]), [["applied", [2, 3]]])
+        const history = yield* s.admin<{ readonly id: number }>`
+          SELECT migration_id AS id FROM ${s.admin(`tenant_${tenant.id}`)}.schema_history ORDER BY 1`
+        assert.deepStrictEqual(history.map((r) => r.id), [1, 2, 3])
+      }),
+    { timeout: 60_000 }
+  )
 
   it.scoped(
     "through TenantIsolation (hybrid): schema and database tenants migrated, rls skipped, app role can use new tables",
@@ -360,8 +427,15 @@ describe("TenantMigrator", () => {
         yield* Effect.addFinalizer(() => Effect.forEach(tenants, (t) => Effect.ignore(isolation.deprovision(t))))
         for (const t of tenants) yield* isolation.provision(t)
 
+        // The shared table of rls tenants is protected by a shared migration; the safety check runs after it.
+        const protectItems: TenantMigrator.Migration = {
+          id: 1,
+          name: "protect_items",
+          up: Effect.orDie(TenantIsolation.enableRowLevelSecurity({ table: "items" }))
+        }
         const report = yield* TenantMigrator.runWith(TenantMigrator.fromIsolation(isolation), {
           tenant: base,
+          shared: [protectItems],
           concurrency: 3
         }).pipe(
           Effect.provideService(SqlClient, s.admin),
@@ -390,7 +464,7 @@ describe("TenantMigrator", () => {
           ).pipe(Effect.provideService(CurrentTenant, t))
           assert.deepStrictEqual({ ...rows[0] }, { n: 1, user: s.role })
         }
-        const again = yield* TenantMigrator.run({ tenant: base }).pipe(
+        const again = yield* TenantMigrator.run({ tenant: base, shared: [protectItems] }).pipe(
           Effect.provideService(TenantIsolation.TenantIsolation, isolation),
           Effect.provideService(SqlClient, s.admin),
           Effect.provideService(TenantRegistry.TenantRegistry, registry),

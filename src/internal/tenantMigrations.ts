@@ -41,12 +41,15 @@ export interface MigrationInfo {
  * Why a tenant's migrations did not apply:
  * - `invalid-migrations`: the list itself is wrong (ids not positive integers
  *   or not strictly increasing);
+ * - `invalid-options`: a run option is out of range (`concurrency` or
+ *   `tenants.first` not an integer >= 1); nothing ran;
  * - `lock-timeout`: a lock (the tenant's migration lock or a lock a migration
  *   needed) was not granted within `lock_timeout`;
  * - `failed`: a migration failed (`migrationId` / `migrationName` say which);
  * - `bookkeeping`: reading or writing the migrations table failed;
  * - `unavailable`: the tenant's session could not be opened (no connection,
- *   pool exhausted, its schema or database missing).
+ *   pool exhausted, its schema or database missing), or the isolation's
+ *   safety check failed after the shared migrations.
  *
  * Nothing of the tenant's run is kept when it fails: the caller's transaction
  * rolls back.
@@ -57,7 +60,14 @@ export interface MigrationInfo {
 export class MigrationFailed extends Schema.TaggedError<MigrationFailed>("effect-tenancy/MigrationFailed")(
   "MigrationFailed",
   {
-    reason: Schema.Literal("invalid-migrations", "lock-timeout", "failed", "bookkeeping", "unavailable"),
+    reason: Schema.Literal(
+      "invalid-migrations",
+      "invalid-options",
+      "lock-timeout",
+      "failed",
+      "bookkeeping",
+      "unavailable"
+    ),
     tenantId: Schema.optional(Schema.String),
     migrationId: Schema.optional(Schema.Number),
     migrationName: Schema.optional(Schema.String),
