@@ -262,9 +262,13 @@ describe("TenantIsolation", () => {
           )
         ).pipe(Effect.provideService(CurrentTenant, a))
         assert.strictEqual(inside[0]!.p, `"tenant_${a.id.replace(/-/g, "_")}"`)
-        // Without a tenant, the application role's tables are not the tenants'.
-        const outside = yield* s.app<{ readonly n: number }>`SELECT count(*)::int AS n FROM items`
-        assert.strictEqual(outside[0]!.n, 0)
+        // Without a tenant, the application role's tables are not the tenants': `items` is public's.
+        yield* s.admin`INSERT INTO public.items (tenant_id, id, body) VALUES ('nobody', 1, 'public row')`
+        const outside = yield* s.app<{ readonly body: string }>`SELECT body FROM items`
+        assert.deepStrictEqual(outside.map((r) => r.body), ["public row"])
+        // ... and a tenant's scope does not see public's.
+        const again = yield* isolation.scoped(readLabels).pipe(Effect.provideService(CurrentTenant, a))
+        assert.deepStrictEqual(again.map((r) => r.label), [a.id, a.id])
 
         const dropped = yield* isolation.deprovision(a)
         assert.deepStrictEqual(dropped, { strategy: "schema", dropped: `tenant_${a.id.replace(/-/g, "_")}` })
