@@ -381,6 +381,17 @@ describe("TenantPools", () => {
           const database = yield* pools.databaseName(id)
           assert.isTrue(yield* pools.createDatabase(id))
           assert.isFalse(yield* pools.createDatabase(id), "already there")
+          // The marker names the tenant: `extra_…` maps to the same database as `extra-…`, but it is not its own.
+          const [marked] = yield* admin<{ readonly comment: string }>`
+          SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = ${database}`
+          assert.strictEqual(marked.comment, `effect-tenancy:tenant-database:${id}`)
+          const twin = unsafeMakeTenantId(id.replace("-", "_"))
+          assert.strictEqual(yield* pools.databaseName(twin), database)
+          for (const operation of [pools.createDatabase(twin), pools.dropDatabase(twin)]) {
+            const refused = yield* Effect.flip(operation)
+            assert.strictEqual(refused._tag, "TenantDatabaseRefused")
+            if (refused instanceof TenantPools.TenantDatabaseRefused) assert.strictEqual(refused.reason, "not-managed")
+          }
 
           const held = yield* hold(pools, id)
           const inUse = yield* Effect.flip(pools.dropDatabase(id))

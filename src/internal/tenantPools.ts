@@ -247,7 +247,8 @@ export const metrics = {
 
 const safeName = /^[a-z_][a-z0-9_]{0,62}$/
 
-const managedMarker = "effect-tenancy:tenant-database"
+/** The comment of a database created for `tenantId`: only that tenant adopts or drops it. */
+const managedMarker = (tenantId: string): string => `effect-tenancy:tenant-database:${tenantId}`
 
 const quoteIdentifier = (name: string): string => `"${name.replace(/"/g, "\"\"")}"`
 
@@ -626,12 +627,13 @@ export const make = (options: Options): Effect.Effect<TenantPools, never, Scope.
           Effect.catchIf((error) => errorCode(error) === "42P04", () => Effect.succeed(false))
         )
         if (!created) {
-          if (!(yield* isManaged(database))) {
+          if (!(yield* isManaged(database, tenantId))) {
             return yield* new TenantDatabaseRefused({ tenantId, database, reason: "not-managed" })
           }
           return false
         }
-        yield* options.admin.unsafe(`COMMENT ON DATABASE ${quoteIdentifier(database)} IS '${managedMarker}'`).pipe(
+        const marker = managedMarker(tenantId).replace(/'/g, "''")
+        yield* options.admin.unsafe(`COMMENT ON DATABASE ${quoteIdentifier(database)} IS '${marker}'`).pipe(
           Effect.tapError(() =>
             Effect.ignore(options.admin.unsafe(`DROP DATABASE IF EXISTS ${quoteIdentifier(database)} WITH (FORCE)`))
           )
@@ -639,14 +641,16 @@ export const make = (options: Options): Effect.Effect<TenantPools, never, Scope.
         return true
       })
 
-    // `undefined` when the database does not exist.
-    const managedState = (database: string) =>
+    // Whether `database` was created for `tenantId` (two tenants may map to one name:
+    // `a-b` and `a_b`); `undefined` when the database does not exist.
+    const managedState = (database: string, tenantId: TenantId) =>
       Effect.map(
         options.admin<{ readonly comment: string | null }>`
           SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = ${database}`,
-        (rows) => rows.length === 0 ? undefined : rows[0].comment === managedMarker
+        (rows) => rows.length === 0 ? undefined : rows[0].comment === managedMarker(tenantId)
       )
-    const isManaged = (database: string) => Effect.map(managedState(database), (state) => state === true)
+    const isManaged = (database: string, tenantId: TenantId) =>
+      Effect.map(managedState(database, tenantId), (state) => state === true)
 
     const exclusively = <A, E>(
       tenantId: TenantId,
@@ -681,7 +685,7 @@ export const make = (options: Options): Effect.Effect<TenantPools, never, Scope.
               if (entry.state === "opening") yield* restore(Effect.ignore(Deferred.await(entry.ready)))
               else yield* restore(Deferred.await(entry.closed))
             }
-            const state = yield* restore(managedState(database))
+            const state = yield* restore(managedState(database, tenantId))
             if (state === undefined) return false
             if (!state) return yield* new TenantDatabaseRefused({ tenantId, database, reason: "not-managed" })
             yield* restore(options.admin.unsafe(`DROP DATABASE IF EXISTS ${quoteIdentifier(database)} WITH (FORCE)`))
