@@ -47,7 +47,10 @@ describe("scoped", () => {
 
   test("ScopeError", () => {
     expect<TenantIsolation.ScopeError>().type.toBe<
-      SqlError | TenantIsolation.UnsafeIdentifier | TenantIsolation.TenantPoolExhausted
+      | SqlError
+      | TenantIsolation.UnsafeIdentifier
+      | TenantIsolation.TenantPoolExhausted
+      | TenantIsolation.IsolationError
     >()
   })
 })

@@ -150,9 +150,11 @@ export class IsolationUnsafe extends Schema.TaggedError<IsolationUnsafe>("effect
 }
 
 /**
- * Provisioning, deprovisioning or protecting a table failed. `operation`
- * says which; `detail` says why when it is not a database error (e.g. a
- * schema that exists but was not created by this library).
+ * Provisioning, deprovisioning, protecting a table or the safety check
+ * failed, or a tenant's scope could not be entered (`scope`: a tenant whose
+ * strategy is `database` while the service has no `database` options).
+ * `operation` says which; `detail` says why when it is not a database error
+ * (e.g. a schema that exists but was not created by this library).
  *
  * @since 0.1.0
  * @category errors
@@ -160,7 +162,7 @@ export class IsolationUnsafe extends Schema.TaggedError<IsolationUnsafe>("effect
 export class IsolationError extends Schema.TaggedError<IsolationError>("effect-tenancy/IsolationError")(
   "IsolationError",
   {
-    operation: Schema.Literal("provision", "deprovision", "enable-rls", "check"),
+    operation: Schema.Literal("provision", "deprovision", "enable-rls", "check", "scope"),
     tenantId: Schema.optional(Schema.String),
     detail: Schema.optional(Schema.String),
     cause: Schema.optional(Schema.Defect)
@@ -216,12 +218,12 @@ export type MigrationFailed = MigrationFailed_
 /**
  * What entering a tenant's scope can fail with, besides the scoped effect's
  * own errors: the `BEGIN` / `COMMIT` round trips, an unsafe name, the
- * database strategy's budget.
+ * database strategy's budget, a database tenant without `database` options.
  *
  * @since 0.1.0
  * @category errors
  */
-export type ScopeError = SqlError | UnsafeIdentifier | TenantPoolExhausted
+export type ScopeError = SqlError | UnsafeIdentifier | TenantPoolExhausted | IsolationError
 
 const causeMessage = (cause: unknown): string | undefined => {
   const inner = Predicate.hasProperty(cause, "cause") && Predicate.hasProperty(cause.cause, "message")
@@ -737,12 +739,14 @@ export const make = (
       })
       return { app: appPools, admin: adminPools }
     })
-    const needPools = (tenantId: string) =>
+    const needPools = (tenantId: string, operation: IsolationError["operation"]) =>
       pools === undefined
-        ? Effect.dieMessage(
-          `TenantIsolation: tenant ${
-            JSON.stringify(tenantId)
-          } uses the database strategy, but no database options were given`
+        ? Effect.fail(
+          new IsolationError({
+            operation,
+            tenantId,
+            detail: "the tenant's strategy is database, but TenantIsolation was given no database options"
+          })
         )
         : Effect.succeed(pools)
 
@@ -790,7 +794,7 @@ export const make = (
           if (plan.strategy !== "database") {
             return transaction(forAdmin ? admin : app, plan.begin, active, self)
           }
-          return Effect.flatMap(needPools(tenant.id), (p) =>
+          return Effect.flatMap(needPools(tenant.id, "scope"), (p) =>
             Effect.scoped(
               Effect.flatMap(
                 Effect.catchTag(
@@ -913,7 +917,7 @@ export const make = (
 
     const provisionDatabase = (tenant: Tenant, name: string) =>
       Effect.gen(function*() {
-        const p = yield* needPools(tenant.id)
+        const p = yield* needPools(tenant.id, "provision")
         // Refused (TenantDatabaseRefused "not-managed") when the database exists but was not created by the pools.
         yield* p.app.createDatabase(tenant.id)
         yield* admin.unsafe(`GRANT CONNECT, TEMPORARY ON DATABASE "${name}" TO ${quotedAppRole}`)
@@ -1001,7 +1005,7 @@ export const make = (
 
     const deprovisionDatabase = (tenant: Tenant, name: string) =>
       Effect.gen(function*() {
-        const p = yield* needPools(tenant.id)
+        const p = yield* needPools(tenant.id, "deprovision")
         // Refused with TenantInUse while tenant work holds its pool; only managed databases are dropped.
         const dropped = yield* p.app.dropDatabase(tenant.id)
         // Closes the migration pool of the (now dropped) database.

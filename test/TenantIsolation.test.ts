@@ -400,6 +400,22 @@ describe("TenantIsolation", () => {
       assert.strictEqual(strategy(tenant("qq1", { metadata: { isolation: "database" } })), "database")
       assert.strictEqual(strategy(tenant("qq2", { metadata: { isolation: "nonsense" } })), "rls")
       assert.strictEqual(strategy(tenant("qq3", { tier: "toString" })), "rls")
+      // A tenant resolving to database, with no database options: typed errors, not defects.
+      const orphan = tenant(randomId("o"), { metadata: { isolation: "database" } })
+      const scopedError = yield* isolation.scoped(readItems).pipe(
+        Effect.provideService(CurrentTenant, orphan),
+        Effect.flip
+      )
+      assert.strictEqual(scopedError._tag, "IsolationError")
+      assert.strictEqual((scopedError as TenantIsolation.IsolationError).operation, "scope")
+      assert.include(scopedError.message, "no database options")
+      for (
+        const operation of [Effect.asVoid(isolation.provision(orphan)), Effect.asVoid(isolation.deprovision(orphan))]
+      ) {
+        const error = yield* Effect.flip(operation)
+        assert.strictEqual(error._tag, "IsolationError")
+        assert.include(error.message, "no database options")
+      }
 
       assert.strictEqual((yield* isolation.provision(premium)).strategy, "schema")
       assert.strictEqual((yield* isolation.provision(standard)).strategy, "rls")
