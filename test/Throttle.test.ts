@@ -241,30 +241,36 @@ describe("Throttle", () => {
       }).pipe(Effect.provideService(ThrottleBackend.ThrottleBackend, backend))
     })
 
-    it.scoped("a call to an asynchronous backend runs in a Throttle.check span with the tenant and throttle", () => {
-      const seen: Array<{ readonly name: string; readonly attributes: Record<string, unknown> }> = []
+    it.scoped("with spans: true, a call to an asynchronous backend runs in a span with the tenant and throttle", () => {
+      const seen: Array<{ readonly name: string; readonly attributes: Record<string, unknown> } | undefined> = []
       const store = ThrottleBackend.unsafeMakeMemoryStore()
       const traced = ThrottleBackend.ThrottleBackend.of({
         name: "traced",
         run: (requests, mode) =>
-          Effect.flatMap(Effect.orDie(Effect.currentSpan), (span) => {
-            seen.push({ name: span.name, attributes: Object.fromEntries(span.attributes) })
+          Effect.flatMap(Effect.option(Effect.currentSpan), (span) => {
+            seen.push(
+              Option.isSome(span)
+                ? { name: span.value.name, attributes: Object.fromEntries(span.value.attributes) }
+                : undefined
+            )
             return Effect.map(Effect.clockWith((clock) => clock.currentTimeMillis), (now) =>
               store.run(requests, mode, now))
           }),
         health: Effect.die("unused")
       })
       return Effect.gen(function*() {
-        const one = yield* Throttle.make({ uid: uid("traced"), rate: "5/min" })
+        const one = yield* Throttle.make({ uid: uid("traced"), rate: "5/min", spans: true })
         const two = yield* Throttle.make({ uid: uid("traced"), rate: "50/day" })
         yield* withTenant(one.check(), "acme")
         yield* Throttle.peekAll([one, two])
+        yield* two.check() // no spans asked for: none
         assert.deepStrictEqual(seen, [
           {
             name: "Throttle.check",
             attributes: { "throttle.backend": "traced", "tenant.id": "acme", "throttle.uid": one.uid }
           },
-          { name: "Throttle.peekAll", attributes: { "throttle.backend": "traced" } }
+          { name: "Throttle.peekAll", attributes: { "throttle.backend": "traced" } },
+          undefined
         ])
       }).pipe(Effect.provideService(ThrottleBackend.ThrottleBackend, traced), Effect.provide(tenants))
     })
