@@ -17,8 +17,9 @@
  * positions it with `set_config(..., true)` (transaction-local), sent together
  * with `BEGIN` in one round trip. Nothing tenant-specific survives on a pooled
  * connection after commit or rollback, whatever the error or interruption;
- * temporary tables, which do, are dropped by `DISCARD TEMP` in that same
- * round trip before the next tenant's statements.
+ * temporary tables and held cursors, which do, are dropped by `DISCARD TEMP`
+ * and `CLOSE ALL` in that same round trip before the next tenant's
+ * statements.
  *
  * ```ts
  * const program = Effect.gen(function*() {
@@ -260,7 +261,7 @@ export const quoteIdentifier = (
 
 /**
  * The default schema (and database) name of a tenant: `tenant_<id>` with
- * `-` mapped to `_`.
+ * `-` mapped to `_`. One-to-one, since a tenant id holds no `_`.
  *
  * @since 0.1.0
  * @category constructors
@@ -303,7 +304,11 @@ export declare namespace Options {
    * @category models
    */
   export interface Schema {
-    /** The schema of a tenant (default `defaultTenantName`); checked against `safeIdentifier`. */
+    /**
+     * The schema of a tenant (default `defaultTenantName`); checked against
+     * `safeIdentifier`. It must be one-to-one: two tenants given one name
+     * share one schema (the marker only guards creating and dropping it).
+     */
     readonly name?: ((tenantId: string) => string) | undefined
     /**
      * Schemas searched after the tenant's (default none: an unqualified name
@@ -346,7 +351,11 @@ export declare namespace Options {
      * created and dropped by `Options.admin`, connected to any database.
      */
     readonly adminConnection?: Pools.Options["connection"] | undefined
-    /** The database of a tenant (default `defaultTenantName`); checked against `safeIdentifier`. */
+    /**
+     * The database of a tenant (default `defaultTenantName`); checked against
+     * `safeIdentifier`. It must be one-to-one: two tenants given one name
+     * share one database (the marker only guards creating and dropping it).
+     */
     readonly name?: ((tenantId: string) => string) | undefined
     /** Owner of created databases (default: the admin role). */
     readonly databaseOwner?: string | undefined
@@ -527,7 +536,7 @@ class ActiveScope extends Context.Tag("effect-tenancy/TenantIsolation/ActiveScop
 
 /**
  * Runs `self` in a transaction on a connection reserved from `client`, whose
- * first round trip is `begin` (`BEGIN; DISCARD TEMP; SELECT set_config(...)`). The
+ * first round trip is `begin` (`BEGIN; DISCARD TEMP; CLOSE ALL; SELECT set_config(...)`). The
  * connection is provided as `SqlClient.TransactionConnection`, so every
  * statement of `self` (and nested `withTransaction` savepoints) runs on it.
  *
@@ -666,11 +675,12 @@ interface Plan {
   /** The schema or database name (schema and database tenants). */
   readonly name: string | undefined
   /**
-   * `BEGIN; DISCARD TEMP; SELECT set_config(...)`: one round trip. Temporary
-   * tables outlive COMMIT and `pg_temp` is searched first, so a previous
-   * user's temporary objects would shadow (and, without RLS, expose) tables;
-   * `DISCARD TEMP` drops them inside the transaction (a no-op when the
-   * session has none).
+   * `BEGIN; DISCARD TEMP; CLOSE ALL; SELECT set_config(...)`: one round
+   * trip. Temporary tables outlive COMMIT and `pg_temp` is searched first,
+   * so a previous user's temporary objects would shadow (and, without RLS,
+   * expose) tables; `DISCARD TEMP` drops them inside the transaction (a
+   * no-op when the session has none). A cursor declared WITH HOLD outlives
+   * COMMIT too, and could be fetched by the next tenant: `CLOSE ALL`.
    */
   readonly begin: string
 }
@@ -765,13 +775,15 @@ export const make = (
           name = schemaName(id)
           if (!safeIdentifier.test(name)) return Either.left(new UnsafeIdentifier({ kind: "schema", name }))
           const path = [`"${name}"`, ...searchPathExtra].join(", ")
-          begin = `BEGIN; DISCARD TEMP; SELECT set_config('search_path', ${literal(path)}, true), ${tenantSetting}`
+          begin = `BEGIN; DISCARD TEMP; CLOSE ALL; SELECT set_config('search_path', ${
+            literal(path)
+          }, true), ${tenantSetting}`
         } else {
           if (strategy === "database") {
             name = databaseName(id)
             if (!safeIdentifier.test(name)) return Either.left(new UnsafeIdentifier({ kind: "database", name }))
           }
-          begin = `BEGIN; DISCARD TEMP; SELECT ${tenantSetting}`
+          begin = `BEGIN; DISCARD TEMP; CLOSE ALL; SELECT ${tenantSetting}`
         }
         const plan: Plan = { strategy, name, begin }
         if (plans.size >= 10_000) plans.clear()

@@ -725,6 +725,30 @@ describe("TenantIsolation", () => {
   )
 
   it.scopedLive(
+    "a tenant's cursor declared WITH HOLD is closed before the next tenant's transaction",
+    () =>
+      Effect.gen(function*() {
+        const s = yield* setup("iso_cursor", { appConnections: 1 })
+        yield* protect(s.admin)
+        const isolation = yield* make(s.app, { strategy: "rls", admin: s.admin })
+        const a = tenant(randomId("ca"))
+        const b = tenant(randomId("cb"))
+        // A holds a cursor over its own rows past COMMIT, on the only pooled connection.
+        yield* isolation.scoped(Effect.flatMap(Sql.SqlClient, (sql) =>
+          Effect.zipRight(
+            sql`INSERT INTO items (tenant_id, id, body) VALUES (${a.id}, 7, 'a-secret')`,
+            sql`DECLARE leak CURSOR WITH HOLD FOR SELECT body FROM items`
+          ))).pipe(Effect.provideService(CurrentTenant, a))
+        const fetched = yield* isolation.scoped(
+          Effect.flatMap(Sql.SqlClient, (sql) => sql<{ readonly body: string }>`FETCH ALL FROM leak`)
+        ).pipe(Effect.provideService(CurrentTenant, b), Effect.either)
+        assert.isTrue(Either.isLeft(fetched), `B fetched ${JSON.stringify(fetched)}`)
+        if (Either.isLeft(fetched)) assert.include(String(fetched.left.cause ?? fetched.left), "leak")
+      }),
+    { timeout: 30_000 }
+  )
+
+  it.scopedLive(
     "database: provision creates and migrates a database, scoped reads and writes, deprovision drops it",
     () =>
       Effect.gen(function*() {

@@ -389,6 +389,10 @@ export const make = (options: Options): Effect.Effect<TenantPools, never, Scope.
         maxConnections: entry.size,
         // 0 disables pg's idle timeout: a replaced connection would overlap its successor.
         idleTimeout: Duration.zero,
+        // A bound on waiting for a connection: pg-pool never answers a waiter still
+        // queued when the pool ends (an eviction, a deprovision), so without one a
+        // wait abandoned by an interrupted `scoped` would hang for good.
+        connectTimeout: connection.connectTimeout ?? Duration.seconds(10),
         applicationName: connection.applicationName ?? "effect-tenancy",
         stream: trackedSocket(entry)
       }
