@@ -30,7 +30,8 @@ export const makeSampledWarning = (intervalMs: number = 10_000, maxSubjects: num
         state = { last: Number.NEGATIVE_INFINITY, held: 0 }
         states.set(subject, state)
       }
-      if (now - state.last < intervalMs) {
+      // A clock that went back counts as time passed: it must not mute the warnings.
+      if (now >= state.last && now - state.last < intervalMs) {
         state.held++
         return Effect.void
       }
