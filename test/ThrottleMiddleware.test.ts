@@ -334,6 +334,9 @@ describe("ThrottleMiddleware", () => {
       assert.strictEqual(forwarded("for=_hidden, for=10.0.0.7"), "10.0.0.7")
       assert.strictEqual(forwarded("for=unknown"), "10.0.0.1")
       assert.strictEqual(forwarded("for=\"garbage"), "10.0.0.1")
+      // A comma or semicolon inside a quoted string (text a proxy copied from the client) splits nothing.
+      assert.strictEqual(forwarded("for=203.0.113.9;host=\"x, for=1.2.3.4;h=\""), "203.0.113.9")
+      assert.strictEqual(forwarded("for=203.0.113.9;host=\"a\\\"b, for=1.2.3.4\""), "203.0.113.9")
       // An untrusted peer's Forwarded is ignored; X-Forwarded-For is not read in this mode.
       assert.strictEqual(client(request("203.0.113.5", { forwarded: "for=198.51.100.1" })), "203.0.113.5")
       assert.strictEqual(client(request("10.0.0.1", { "x-forwarded-for": "198.51.100.1" })), "10.0.0.1")

@@ -253,21 +253,50 @@ export interface Settings {
 }
 
 /**
- * The `for` parameter of one RFC 7239 element (`for=192.0.2.60;proto=http`,
- * `For="[2001:db8:cafe::17]:4711"`), unquoted; `undefined` when there is none.
- * An obfuscated (`_hidden`) or `unknown` node comes back as written and then
- * does not parse as an address, which ends the walk.
+ * The `for` parameter of each element of an RFC 7239 `Forwarded` field
+ * (`for=192.0.2.60;proto=http, For="[2001:db8:cafe::17]:4711"`), unquoted;
+ * `undefined` for an element without one. Commas and semicolons inside a
+ * quoted string do not split (a proxy may quote client-controlled text in
+ * another parameter). An obfuscated (`_hidden`) or `unknown` node comes back
+ * as written and then does not parse as an address, which ends the walk.
  */
-const forParameter = (element: string): string | undefined => {
-  for (const pair of element.split(";")) {
+const forParameters = (field: string): Array<string | undefined> => {
+  const found: Array<string | undefined> = []
+  let value: string | undefined = undefined
+  let pair = ""
+  let quoted = false
+  const endPair = () => {
     const eq = pair.indexOf("=")
-    if (eq === -1 || pair.slice(0, eq).trim().toLowerCase() !== "for") continue
-    const value = pair.slice(eq + 1).trim()
-    return value.length >= 2 && value.startsWith("\"") && value.endsWith("\"")
-      ? value.slice(1, -1).replace(/\\(.)/g, "$1")
-      : value
+    if (value === undefined && eq !== -1 && pair.slice(0, eq).trim().toLowerCase() === "for") {
+      const raw = pair.slice(eq + 1).trim()
+      value = raw.length >= 2 && raw.startsWith("\"") && raw.endsWith("\"")
+        ? raw.slice(1, -1).replace(/\\(.)/g, "$1")
+        : raw
+    }
+    pair = ""
   }
-  return undefined
+  for (let i = 0; i < field.length; i++) {
+    const c = field[i]
+    if (quoted) {
+      pair += c
+      if (c === "\\" && i + 1 < field.length) pair += field[++i]
+      else if (c === "\"") quoted = false
+    } else if (c === "\"") {
+      quoted = true
+      pair += c
+    } else if (c === ";") {
+      endPair()
+    } else if (c === ",") {
+      endPair()
+      found.push(value)
+      value = undefined
+    } else {
+      pair += c
+    }
+  }
+  endPair()
+  found.push(value)
+  return found
 }
 
 const isTrusted = (settings: Settings, address: Address): boolean => {
@@ -294,12 +323,21 @@ export const client = (
   if (peer === undefined) return undefined
   if (forwarded === undefined || settings.trusted.length === 0 || !isTrusted(settings, peer)) return peer
   let current = peer
+  if (settings.rfc7239) {
+    const hops = forParameters(forwarded)
+    for (let i = hops.length - 1, walked = 0; i >= 0 && walked < settings.maxHops; i--, walked++) {
+      const text = hops[i]
+      const hop = text === undefined ? undefined : parse(text)
+      if (hop === undefined) return current
+      current = hop
+      if (!isTrusted(settings, hop)) return hop
+    }
+    return current
+  }
   // From the right, one comma-separated hop at a time (no split of the whole header).
   for (let end = forwarded.length, walked = 0; end >= 0 && walked < settings.maxHops; walked++) {
     const comma = forwarded.lastIndexOf(",", end - 1)
-    const element = forwarded.slice(comma + 1, end)
-    const text = settings.rfc7239 ? forParameter(element) : element
-    const hop = text === undefined ? undefined : parse(text)
+    const hop = parse(forwarded.slice(comma + 1, end))
     if (hop === undefined) return current
     current = hop
     if (!isTrusted(settings, hop)) return hop
