@@ -288,11 +288,14 @@ const escapeGlob = (text: string) => text.replace(/[*?[\]\\]/g, (c) => `\\${c}`)
 export const make = (
   options?: Options
 ): Effect.Effect<ThrottleBackend["Type"], never, RedisClient | Scope.Scope> =>
+  // Options written in code: a mistake is a defect, named here (`layerConfig` fails with a ConfigError).
+  Either.match(settings(options), {
+    onLeft: (reason) => Effect.dieMessage(`ThrottleBackend/Redis: ${reason}`),
+    onRight: makeWith
+  })
+
+const makeWith = (config: Settings): Effect.Effect<ThrottleBackend["Type"], never, RedisClient | Scope.Scope> =>
   Effect.gen(function*() {
-    const checked = settings(options)
-    // Options written in code: a mistake is a defect, named here (`layerConfig` fails with a ConfigError).
-    if (Either.isLeft(checked)) return yield* Effect.dieMessage(`ThrottleBackend/Redis: ${checked.left}`)
-    const config = checked.right
     const client: Client = (yield* RedisClient).client
     const { name, namespace, timeoutMs } = config
     const noReply = `no reply within ${timeoutMs} ms`
@@ -517,6 +520,6 @@ export const layerConfig = (
     Effect.flatMap(Config.unwrap(config), (options) =>
       Either.match(settings(options), {
         onLeft: (reason) => Effect.fail(ConfigError.InvalidData([], `ThrottleBackend/Redis: ${reason}`)),
-        onRight: () => make(options)
+        onRight: makeWith
       }))
   )
